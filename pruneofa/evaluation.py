@@ -1,0 +1,80 @@
+"""Score a model on a dev split: every example exactly once, sharded across ranks and gathered.
+
+The reference drops the last partial dev batch; here each rank takes a disjoint stride of the split (no padding
+samples, no drops) and the logits are reassembled by example id before scoring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from torch import nn
+from torch.utils.data import DataLoader
+
+from pruneofa.distill import assemble_logits
+from pruneofa.metrics import compute_metrics
+from pruneofa.runtime import Runtime
+from pruneofa.tasks import TaskSpec
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def model_inputs(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """The tensors a HF encoder takes; labels and example ids stay behind."""
+    return {k: batch[k].to(device) for k in MODEL_INPUTS if k in batch}
+
+
+def shard_loader(
+    dataset: Dataset, rt: Runtime, batch_size: int, collate: Callable[[list[dict[str, Any]]], Any]
+) -> DataLoader:
+    """This rank's disjoint stride of the dataset, in order."""
+    shard = dataset.select(range(rt.rank, len(dataset), rt.world_size))
+    return DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=collate)  # type: ignore[arg-type]
+
+
+def _logits_and_ids(
+    model: nn.Module, loader: DataLoader, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for batch in loader:
+        logits = model(**model_inputs(batch, device)).logits
+        yield batch["example_id"].cpu(), logits.float().cpu()
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module, dataset: Dataset, rt: Runtime, batch_size: int, collate: Callable[[list[dict[str, Any]]], Any]
+) -> torch.Tensor:
+    """Logits for every example of `dataset` in order, on every rank."""
+    was_training = model.training
+    model.eval()
+    try:
+        pairs = list(_logits_and_ids(model, shard_loader(dataset, rt, batch_size, collate), rt.device))
+    finally:
+        model.train(was_training)
+    ids = torch.cat([p[0] for p in pairs]) if pairs else torch.empty(0, dtype=torch.long)
+    logits = torch.cat([p[1] for p in pairs]) if pairs else torch.empty(0)
+    gathered = rt.all_gather_objects((ids, logits))
+    all_ids = torch.cat([g[0] for g in gathered])
+    all_logits = torch.cat([g[1] for g in gathered if g[1].numel()])
+    return assemble_logits(all_ids, all_logits, len(dataset))
+
+
+def evaluate(
+    model: nn.Module,
+    splits: Mapping[str, Dataset],
+    task: TaskSpec,
+    rt: Runtime,
+    batch_size: int,
+    collate: Callable[[list[dict[str, Any]]], Any],
+) -> dict[str, dict[str, float]]:
+    """Metrics per eval split, e.g. {"validation_matched": {"accuracy": ...}, "validation_mismatched": {...}}."""
+    results: dict[str, dict[str, float]] = {}
+    for name, dataset in splits.items():
+        logits = predict(model, dataset, rt, batch_size, collate)
+        references = np.asarray(dataset["labels"])
+        results[name] = compute_metrics(task, logits.numpy(), references)
+    return results
