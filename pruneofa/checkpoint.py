@@ -103,7 +103,9 @@ def read_meta(folder: Path) -> dict[str, Any]:
     try:
         meta = json.loads((folder / META_FILE).read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{folder / META_FILE}: unreadable ({exc}); the checkpoint is corrupt, re-run that stage") from None
+        raise ModelError(
+            f"{folder / META_FILE}: unreadable ({exc}); the checkpoint is corrupt, re-run that stage"
+        ) from None
     if not isinstance(meta, dict):
         raise ModelError(f"{folder / META_FILE}: not a JSON object; the checkpoint is corrupt, re-run that stage")
     return meta

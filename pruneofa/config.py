@@ -47,6 +47,8 @@ class TrainConfig:
     max_eval_samples: int | None = None
     overwrite_output_dir: bool = False
     cache_dir: Path | None = None
+    checkpointing_steps: int | None = None
+    resume_from_checkpoint: Path | None = None
 
     def __post_init__(self) -> None:
         positive = {
@@ -62,6 +64,7 @@ class TrainConfig:
             "--max_train_steps": self.max_train_steps,
             "--max_train_samples": self.max_train_samples,
             "--max_eval_samples": self.max_eval_samples,
+            "--checkpointing_steps": self.checkpointing_steps,
         }.items():
             if opt is not None and opt < 1:
                 raise PruneofaError(f"{flag} {opt}: must be at least 1 (or left out for no limit)")

@@ -33,7 +33,7 @@ def shard_loader(
 ) -> DataLoader:
     """This rank's disjoint stride of the dataset, in order."""
     shard = dataset.select(range(rt.rank, len(dataset), rt.world_size))
-    return DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=collate)  # type: ignore[arg-type]
+    return DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=collate)
 
 
 def _logits_and_ids(
@@ -46,7 +46,11 @@ def _logits_and_ids(
 
 @torch.inference_mode()
 def predict(
-    model: nn.Module, dataset: Dataset, rt: Runtime, batch_size: int, collate: Callable[[list[dict[str, Any]]], Any]
+    model: nn.Module,
+    dataset: Dataset,
+    rt: Runtime,
+    batch_size: int,
+    collate: Callable[[list[dict[str, Any]]], Any],
 ) -> torch.Tensor:
     """Logits for every example of `dataset` in order, on every rank."""
     was_training = model.training

@@ -26,7 +26,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from pruneofa.builtin_data import default_cache_dir
 from pruneofa.errors import ModelError
+from pruneofa.hub import require_hub
 from pruneofa.tasks import TaskSpec
 
 MINILM_ALIASES = ("minilm-l6", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
@@ -34,11 +36,6 @@ TINY_NAME = "tiny-bert"
 BUILTIN_NAMES = (MINILM_ALIASES[0], TINY_NAME)
 # Bump when the tiny model's recipe changes, so stale cached copies are not reused.
 _TINY_VERSION = "v1"
-
-
-def default_cache_dir() -> Path:
-    """Where built-in assets are materialized: $PRUNEOFA_CACHE, else ~/.cache/pruneofa."""
-    return Path(os.environ.get("PRUNEOFA_CACHE") or Path.home() / ".cache" / "pruneofa")
 
 
 def packaged_minilm_dir() -> Path:
@@ -104,11 +101,7 @@ def from_pretrained_checked(loader: Any, name_or_path: str, what: str, **kwargs:
     """Call a from_pretrained loader; a Hub id is fetched only when online, and says so before it does."""
     is_local = Path(name_or_path).is_dir()
     if not is_local:
-        if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-            raise ModelError(
-                f"{what} {name_or_path!r}: Hub id, but HF_HUB_OFFLINE is set; pass a local folder or a built-in "
-                f"name ({', '.join(BUILTIN_NAMES)})"
-            )
+        require_hub(f"{what} {name_or_path!r}", f"pass a local folder or a built-in name ({', '.join(BUILTIN_NAMES)})")
         print(f"[pruneofa] fetching {what} {name_or_path!r} from the Hugging Face Hub", file=sys.stderr)
     try:
         return loader.from_pretrained(name_or_path, **kwargs)
@@ -123,7 +116,7 @@ def from_pretrained_checked(loader: Any, name_or_path: str, what: str, **kwargs:
 
 
 def load_tokenizer(name_or_path: str, use_slow: bool = False) -> PreTrainedTokenizerBase:
-    return from_pretrained_checked(AutoTokenizer, name_or_path, "tokenizer", use_fast=not use_slow)  # type: ignore[no-any-return]
+    return from_pretrained_checked(AutoTokenizer, name_or_path, "tokenizer", use_fast=not use_slow)
 
 
 def label_maps(task: TaskSpec) -> dict[str, Any]:
@@ -148,7 +141,7 @@ def load_classifier(name_or_path: str, task: TaskSpec, what: str = "model") -> P
         kwargs["ignore_mismatched_sizes"] = True
     model = from_pretrained_checked(AutoModelForSequenceClassification, name_or_path, what, **kwargs)
     model.config.update(label_maps(task))
-    return model  # type: ignore[no-any-return]
+    return model
 
 
 def load_teacher(name_or_path: str, task: TaskSpec) -> PreTrainedModel:
@@ -163,7 +156,7 @@ def load_teacher(name_or_path: str, task: TaskSpec) -> PreTrainedModel:
     check_label_order(config.id2label, task, f"teacher {name_or_path!r}")
     model = from_pretrained_checked(AutoModelForSequenceClassification, name_or_path, "teacher")
     model.eval()
-    return model  # type: ignore[no-any-return]
+    return model
 
 
 def check_label_order(id2label: dict[int, str], task: TaskSpec, who: str) -> None:
@@ -181,7 +174,9 @@ def check_label_order(id2label: dict[int, str], task: TaskSpec, who: str) -> Non
         )
 
 
-def check_same_vocabulary(student: PreTrainedTokenizerBase, teacher: PreTrainedTokenizerBase, teacher_name: str) -> None:
+def check_same_vocabulary(
+    student: PreTrainedTokenizerBase, teacher: PreTrainedTokenizerBase, teacher_name: str
+) -> None:
     """Distillation compares logits on the same token ids: both tokenizers must map text identically."""
     if student.get_vocab() != teacher.get_vocab():
         raise ModelError(

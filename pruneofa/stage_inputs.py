@@ -18,6 +18,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from pruneofa import sparsity
+from pruneofa.builtin_data import default_cache_dir
 from pruneofa.checkpoint import load_quant_state, read_meta, resolve_resume, verify_files
 from pruneofa.config import TrainConfig
 from pruneofa.data import load_raw_splits, make_collator, select_first, split_fingerprint, tokenize_splits
@@ -26,7 +27,6 @@ from pruneofa.errors import ModelError
 from pruneofa.evaluation import evaluate, predict
 from pruneofa.modeling import (
     check_same_vocabulary,
-    default_cache_dir,
     load_classifier,
     load_teacher,
     load_tokenizer,
@@ -118,8 +118,9 @@ def load_data(
         rt.barrier()
     missing = [s for s in ("train", task.eval_splits[0]) if s not in raw]
     if missing:
-        raise ModelError(f"task {task.name!r}: the data has no {missing[0]!r} split; pass it with --train_file/"
-                         "--validation_file")
+        raise ModelError(
+            f"task {task.name!r}: the data has no {missing[0]!r} split; pass it with --train_file/--validation_file"
+        )
     raw["train"] = select_first(raw["train"], cfg.max_train_samples)
     for split in task.eval_splits:
         if split in raw:
@@ -138,7 +139,8 @@ def teacher_side(
     path = resolve_model(cfg.teacher_model_name_or_path, cfg.cache_dir)
     teacher_tokenizer = load_tokenizer(path, cfg.use_slow_tokenizer)
     check_same_vocabulary(inputs.tokenizer, teacher_tokenizer, cfg.teacher_model_name_or_path)
-    teacher = load_teacher(path, inputs.task).to(rt.device)
+    teacher: torch.nn.Module = load_teacher(path, inputs.task)
+    teacher.to(rt.device)
     metrics = evaluate(teacher, inputs.eval_splits, inputs.task, rt, cfg.batch_size, inputs.collate)
     rt.print0(f"[pruneofa] teacher {cfg.teacher_model_name_or_path}: {json.dumps(metrics)}")
     digest, key = cache_key(

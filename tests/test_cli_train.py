@@ -14,8 +14,20 @@ from transformers import AutoModelForSequenceClassification
 
 from pruneofa.cli import main
 
-DATA = ["--task_name", "rotten_tomatoes", "--max_train_samples", "96", "--max_eval_samples", "64",
-        "--max_seq_length", "32", "--batch_size", "16", "--seed", "5143"]
+DATA = [
+    "--task_name",
+    "rotten_tomatoes",
+    "--max_train_samples",
+    "96",
+    "--max_eval_samples",
+    "64",
+    "--max_seq_length",
+    "32",
+    "--batch_size",
+    "16",
+    "--seed",
+    "5143",
+]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -39,18 +51,65 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """teacher -> sparsify -> stage 1 -> stage 2, through the real CLI, with the seed's flags."""
     root = tmp_path_factory.mktemp("pipeline")
     steps = [
-        ["train", *DATA, "--model_name_or_path", "tiny-bert", "--learning_rate", "1e-3", "--num_train_epochs", "2",
-         "--output_dir", str(root / "teacher")],
+        [
+            "train",
+            *DATA,
+            "--model_name_or_path",
+            "tiny-bert",
+            "--learning_rate",
+            "1e-3",
+            "--num_train_epochs",
+            "2",
+            "--output_dir",
+            str(root / "teacher"),
+        ],
         ["sparsify", "tiny-bert", "--sparsity", "0.9", "--output_dir", str(root / "student")],
-        ["train", *DATA, "--model_name_or_path", str(root / "student"),
-         "--teacher_model_name_or_path", str(root / "teacher"), "--do_prune", "--do_distillation",
-         "--learning_rate", "1e-3", "--num_train_epochs", "2", "--loss_weights", "0", "1", "--temperature", "2",
-         "--output_dir", str(root / "stage1")],
-        ["train", *DATA, "--model_name_or_path", str(root / "student"),
-         "--teacher_model_name_or_path", str(root / "teacher"), "--do_prune", "--do_distillation",
-         "--learning_rate", "1e-4", "--num_train_epochs", "1", "--loss_weights", "0", "1", "--temperature", "2",
-         "--do_quantization", "--resume", str(root / "stage1" / "best_model.pt"), "--pad_to_max_length",
-         "--output_dir", str(root / "stage2")],
+        [
+            "train",
+            *DATA,
+            "--model_name_or_path",
+            str(root / "student"),
+            "--teacher_model_name_or_path",
+            str(root / "teacher"),
+            "--do_prune",
+            "--do_distillation",
+            "--learning_rate",
+            "1e-3",
+            "--num_train_epochs",
+            "2",
+            "--loss_weights",
+            "0",
+            "1",
+            "--temperature",
+            "2",
+            "--output_dir",
+            str(root / "stage1"),
+        ],
+        [
+            "train",
+            *DATA,
+            "--model_name_or_path",
+            str(root / "student"),
+            "--teacher_model_name_or_path",
+            str(root / "teacher"),
+            "--do_prune",
+            "--do_distillation",
+            "--learning_rate",
+            "1e-4",
+            "--num_train_epochs",
+            "1",
+            "--loss_weights",
+            "0",
+            "1",
+            "--temperature",
+            "2",
+            "--do_quantization",
+            "--resume",
+            str(root / "stage1" / "best_model.pt"),
+            "--pad_to_max_length",
+            "--output_dir",
+            str(root / "stage2"),
+        ],
     ]
     for step in steps:
         done = run_cli(*step)
@@ -101,14 +160,28 @@ def test_unknown_task(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
 
 
 def test_missing_model_path(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    line = cli_error(capsys, "train", *DATA, "--model_name_or_path", str(tmp_path / "nope"),
-                     "--output_dir", str(tmp_path / "o"))
+    line = cli_error(
+        capsys,
+        "train",
+        *DATA,
+        "--model_name_or_path",
+        str(tmp_path / "nope"),
+        "--output_dir",
+        str(tmp_path / "o"),
+    )
     assert "nope" in line
 
 
 def test_offline_hub_id_fails_at_once(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    line = cli_error(capsys, "train", *DATA, "--model_name_or_path", "someone/not-here",
-                     "--output_dir", str(tmp_path / "o"))
+    line = cli_error(
+        capsys,
+        "train",
+        *DATA,
+        "--model_name_or_path",
+        "someone/not-here",
+        "--output_dir",
+        str(tmp_path / "o"),
+    )
     assert "someone/not-here" in line and "Hub" in line
 
 
@@ -120,16 +193,37 @@ def test_distillation_needs_teacher(capsys: pytest.CaptureFixture[str], tmp_path
 def test_bad_data_row(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     bad = tmp_path / "train.csv"
     bad.write_text("sentence,label\ngood film,1\n,0\n")
-    line = cli_error(capsys, "train", "--task_name", "sst2", "--train_file", str(bad), "--validation_file", str(bad),
-                     "--model_name_or_path", "tiny-bert", "--output_dir", str(tmp_path / "o"))
+    line = cli_error(
+        capsys,
+        "train",
+        "--task_name",
+        "sst2",
+        "--train_file",
+        str(bad),
+        "--validation_file",
+        str(bad),
+        "--model_name_or_path",
+        "tiny-bert",
+        "--output_dir",
+        str(tmp_path / "o"),
+    )
     assert "row 2" in line
 
 
 def test_pickled_resume_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     pickle_file = tmp_path / "model.pt"
     pickle_file.write_bytes(b"\x80\x04not really")
-    line = cli_error(capsys, "train", *DATA, "--model_name_or_path", "tiny-bert", "--resume", str(pickle_file),
-                     "--output_dir", str(tmp_path / "o"))
+    line = cli_error(
+        capsys,
+        "train",
+        *DATA,
+        "--model_name_or_path",
+        "tiny-bert",
+        "--resume",
+        str(pickle_file),
+        "--output_dir",
+        str(tmp_path / "o"),
+    )
     assert "pickled" in line
 
 
@@ -141,8 +235,17 @@ def test_corrupt_checkpoint_refused(capsys: pytest.CaptureFixture[str], pipeline
     shutil.copytree(pipeline / "stage1", broken)
     weights = broken / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])
-    line = cli_error(capsys, "train", *DATA, "--model_name_or_path", str(pipeline / "student"),
-                     "--resume", str(broken), "--output_dir", str(tmp_path / "o"))
+    line = cli_error(
+        capsys,
+        "train",
+        *DATA,
+        "--model_name_or_path",
+        str(pipeline / "student"),
+        "--resume",
+        str(broken),
+        "--output_dir",
+        str(tmp_path / "o"),
+    )
     assert "model.safetensors" in line and "corrupt" in line
 
 
@@ -156,9 +259,18 @@ def test_vocabulary_mismatch_refused(capsys: pytest.CaptureFixture[str], pipelin
     vocab = tok["model"]["vocab"]
     vocab["zzzunseen"] = len(vocab)
     (teacher / "tokenizer.json").write_text(json.dumps(tok))
-    line = cli_error(capsys, "train", *DATA, "--model_name_or_path", str(pipeline / "student"),
-                     "--teacher_model_name_or_path", str(teacher), "--do_distillation",
-                     "--output_dir", str(tmp_path / "o"))
+    line = cli_error(
+        capsys,
+        "train",
+        *DATA,
+        "--model_name_or_path",
+        str(pipeline / "student"),
+        "--teacher_model_name_or_path",
+        str(teacher),
+        "--do_distillation",
+        "--output_dir",
+        str(tmp_path / "o"),
+    )
     assert "vocabulary" in line
 
 
@@ -172,16 +284,26 @@ def test_label_order_mismatch_refused(capsys: pytest.CaptureFixture[str], pipeli
     config["id2label"] = {"0": "positive", "1": "negative"}
     config["label2id"] = {"positive": 0, "negative": 1}
     (teacher / "config.json").write_text(json.dumps(config))
-    line = cli_error(capsys, "train", *DATA, "--model_name_or_path", str(pipeline / "student"),
-                     "--teacher_model_name_or_path", str(teacher), "--do_distillation",
-                     "--output_dir", str(tmp_path / "o"))
+    line = cli_error(
+        capsys,
+        "train",
+        *DATA,
+        "--model_name_or_path",
+        str(pipeline / "student"),
+        "--teacher_model_name_or_path",
+        str(teacher),
+        "--do_distillation",
+        "--output_dir",
+        str(tmp_path / "o"),
+    )
     assert "label order" in line
 
 
 @pytest.mark.slow
 def test_finished_output_dir_not_clobbered(capsys: pytest.CaptureFixture[str], pipeline: Path) -> None:
     before = (pipeline / "teacher" / "pruneofa.json").read_text()
-    line = cli_error(capsys, "train", *DATA, "--model_name_or_path", "tiny-bert",
-                     "--output_dir", str(pipeline / "teacher"))
+    line = cli_error(
+        capsys, "train", *DATA, "--model_name_or_path", "tiny-bert", "--output_dir", str(pipeline / "teacher")
+    )
     assert "--overwrite_output_dir" in line
     assert (pipeline / "teacher" / "pruneofa.json").read_text() == before
