@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -69,7 +70,9 @@ def _tiny_bert_dir(cache_dir: Path) -> Path:
     model = BertForSequenceClassification(config)
     torch.random.set_rng_state(generator_state)
     staging = out.with_name(out.name + f".tmp{os.getpid()}")
-    model.save_pretrained(staging)
+    # Not model.save_pretrained: under torch.distributed it writes only on global rank 0, and every node needs this.
+    config.save_pretrained(staging)
+    save_file(model.state_dict(), str(staging / "model.safetensors"), metadata={"format": "pt"})
     tokenizer.save_pretrained(staging)
     try:
         staging.rename(out)

@@ -37,6 +37,10 @@ class Runtime:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def is_local_main(self) -> bool:
+        return self.local_rank == 0
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()
@@ -48,6 +52,31 @@ class Runtime:
         gathered: list[Any] = [None] * self.world_size
         dist.all_gather_object(gathered, obj)
         return gathered
+
+    def all_reduce_sum(self, values: list[float]) -> list[float]:
+        """Element-wise sums over ranks (e.g. loss totals and example counts for a global average)."""
+        if not self.distributed:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor)
+        return [float(v) for v in tensor.tolist()]
+
+    def sync_buffers(self, module: torch.nn.Module) -> None:
+        """Give every rank rank 0's buffers (QAT observers update from local batches between DDP's broadcasts)."""
+        if self.distributed:
+            for buffer in module.buffers():
+                dist.broadcast(buffer, src=0)
+
+    @contextmanager
+    def local_main_first(self) -> Iterator[None]:
+        """Local rank 0 of each node runs the block first (building on-disk caches); the others then reuse them."""
+        if not self.is_local_main:
+            self.barrier()
+        try:
+            yield
+        finally:
+            if self.is_local_main:
+                self.barrier()
 
     def broadcast_object(self, obj: Any) -> Any:
         """Rank 0's object on every rank."""
@@ -78,6 +107,11 @@ def _pick_device(local_rank: int, no_cuda: bool) -> torch.device:
     index = local_rank % torch.cuda.device_count()
     torch.cuda.set_device(index)
     return torch.device("cuda", index)
+
+
+def rank_label() -> str:
+    """'[rank N] ' inside a multi-process job, so an error line says which process hit it."""
+    return f"[rank {os.environ['RANK']}] " if _env_int("WORLD_SIZE", 1) > 1 and "RANK" in os.environ else ""
 
 
 @contextmanager

@@ -111,11 +111,8 @@ def load_data(
 ) -> tuple[Dataset, dict[str, Dataset], str]:
     """Tokenized train and eval splits; rank 0 builds any cache first, the other ranks then read it."""
     cache_dir = cfg.cache_dir or default_cache_dir()
-    if not rt.is_main:
-        rt.barrier()
-    raw = load_raw_splits(task, cfg.train_file, cfg.validation_file, cache_dir)
-    if rt.is_main:
-        rt.barrier()
+    with rt.local_main_first():
+        raw = load_raw_splits(task, cfg.train_file, cfg.validation_file, cache_dir)
     missing = [s for s in ("train", task.eval_splits[0]) if s not in raw]
     if missing:
         raise ModelError(
@@ -136,7 +133,8 @@ def teacher_side(
 ) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
     """Load and check the teacher, score it on dev (as the reference does), and get its train logits."""
     assert cfg.teacher_model_name_or_path is not None  # guaranteed by TrainConfig validation
-    path = resolve_model(cfg.teacher_model_name_or_path, cfg.cache_dir)
+    with rt.local_main_first():
+        path = resolve_model(cfg.teacher_model_name_or_path, cfg.cache_dir)
     teacher_tokenizer = load_tokenizer(path, cfg.use_slow_tokenizer)
     check_same_vocabulary(inputs.tokenizer, teacher_tokenizer, cfg.teacher_model_name_or_path)
     teacher: torch.nn.Module = load_teacher(path, inputs.task)
@@ -166,7 +164,8 @@ def teacher_side(
 
 def prepare_stage(cfg: TrainConfig, rt: Runtime) -> StageInputs:
     task = get_task(cfg.task_name)
-    model, tokenizer, resumed_from = load_student(cfg, task)
+    with rt.local_main_first():  # a built-in model may be materialized into the cache on first use
+        model, tokenizer, resumed_from = load_student(cfg, task)
     train, evals, data_id = load_data(cfg, task, tokenizer, rt)
     prunable = sparsity.prunable_weight_names(model)
     inputs = StageInputs(

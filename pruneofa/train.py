@@ -173,15 +173,18 @@ def train_epoch(loop: Loop, loader: DataLoader, inputs: StageInputs, cfg: TrainC
         if pos.step >= loop.max_steps:
             break
     elapsed = time.perf_counter() - started
+    # The loss over every rank's examples, so the logged curve does not depend on the number of processes.
+    total_loss, seen_all = rt.all_reduce_sum([total_loss, float(seen)])
     return {
-        "train_loss": total_loss / max(seen, 1),
+        "train_loss": total_loss / max(seen_all, 1.0),
         "epoch_seconds": elapsed,
-        "train_seq_per_s": seen * rt.world_size / max(elapsed, 1e-9),
+        "train_seq_per_s": seen_all / max(elapsed, 1e-9),
     }
 
 
 def save_state(loop: Loop, cfg: TrainConfig, rt: Runtime) -> None:
     """Every rank contributes its RNG streams; rank 0 writes. All ranks leave together."""
+    rt.sync_buffers(loop.inner)
     rngs = rt.all_gather_objects(rng_state())
     if rt.is_main:
         save_training_state(
@@ -266,6 +269,7 @@ def end_of_epoch(loop: Loop, inputs: StageInputs, cfg: TrainConfig, rt: Runtime,
     """Check the lock, evaluate on the whole dev set, keep the best model, save the training state."""
     if loop.masks is not None:
         sparsity.check_pattern(loop.inner, loop.masks)
+    rt.sync_buffers(loop.inner)  # every rank evaluates and saves with the same QAT observers
     scores = evaluate(loop.inner, inputs.eval_splits, inputs.task, rt, cfg.batch_size, inputs.collate)
     score = main_metric_value(inputs.task, scores[inputs.task.eval_splits[0]])
     record = {"epoch": loop.position.epoch, "step": loop.position.step, **stats, "eval": scores}

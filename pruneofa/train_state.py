@@ -142,6 +142,8 @@ def save_training_state(
     tensors.update(rng_tensors)
     for name, mask in (masks or {}).items():
         tensors[f"mask.{name}"] = mask.to(torch.uint8)
+    for stale in root.glob(".staging-*"):  # left by a run killed mid-write; never read
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-"))
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, staging / TENSORS_FILE)
