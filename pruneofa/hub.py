@@ -15,7 +15,7 @@ _TRUE = ("1", "true", "yes", "on")
 def hub_offline_reason() -> str | None:
     """Why Hub downloads are impossible right now, or None when the Hub answers."""
     if any(os.environ.get(var, "").lower() in _TRUE for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
-        return "HF_HUB_OFFLINE is set"
+        return "HF_HUB_OFFLINE is set"  # the user asked for no network: don't even probe
     return _probe(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
 
 

@@ -29,7 +29,7 @@ from transformers import (
 
 from pruneofa.builtin_data import default_cache_dir
 from pruneofa.errors import ModelError
-from pruneofa.hub import require_hub
+from pruneofa.hub import hub_offline_reason
 from pruneofa.tasks import TaskSpec
 
 MINILM_ALIASES = ("minilm-l6", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
@@ -101,20 +101,27 @@ def resolve_model(name_or_path: str, cache_dir: Path | None = None) -> str:
 
 
 def from_pretrained_checked(loader: Any, name_or_path: str, what: str, **kwargs: Any) -> Any:
-    """Call a from_pretrained loader; a Hub id is fetched only when online, and says so before it does."""
+    """Call a from_pretrained loader. A Hub id is fetched only when the Hub answers (and says so first);
+    offline it is served from the local Hugging Face cache or fails at once, not after the client's retries."""
     is_local = Path(name_or_path).is_dir()
-    if not is_local:
-        require_hub(f"{what} {name_or_path!r}", f"pass a local folder or a built-in name ({', '.join(BUILTIN_NAMES)})")
-        print(f"[pruneofa] fetching {what} {name_or_path!r} from the Hugging Face Hub", file=sys.stderr)
+    offline = None if is_local else hub_offline_reason()
+    if offline:
+        kwargs["local_files_only"] = True  # a copy downloaded earlier still works offline
+    elif not is_local:
+        print(f"[pruneofa] {what} {name_or_path!r}: from the Hugging Face Hub (or its local cache)", file=sys.stderr)
     try:
         return loader.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as exc:
-        hint = (
-            "a Hub id that could not be fetched (offline, or a typo?); pass a local folder or a built-in name "
-            f"({', '.join(BUILTIN_NAMES)})"
-            if not is_local
-            else f"the folder could not be loaded ({str(exc).splitlines()[0][:160]})"
-        )
+        builtins = ", ".join(BUILTIN_NAMES)
+        if is_local:
+            hint = f"the folder could not be loaded ({str(exc).splitlines()[0][:160]})"
+        elif offline:
+            hint = (
+                f"a Hub id, not in the local Hugging Face cache, and the Hub can't be used ({offline}); "
+                f"pass a local folder or a built-in name ({builtins})"
+            )
+        else:
+            hint = f"could not be fetched from the Hub (a typo? private?); pass a local folder or a built-in ({builtins})"
         raise ModelError(f"{what} {name_or_path!r}: {hint}") from None
 
 

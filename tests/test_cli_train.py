@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -307,3 +308,33 @@ def test_finished_output_dir_not_clobbered(capsys: pytest.CaptureFixture[str], p
     )
     assert "--overwrite_output_dir" in line
     assert (pipeline / "teacher" / "pruneofa.json").read_text() == before
+
+
+def _fake_hub_cache(root: Path, repo_id: str, source: Path) -> None:
+    """Lay out `source` as the Hugging Face cache would hold a downloaded `repo_id` (refs + snapshot)."""
+    import shutil
+
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    revision = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    shutil.copytree(source, repo / "snapshots" / revision)
+
+
+def test_hub_id_served_from_local_cache_offline(tmp_path: Path) -> None:
+    """The Hub-id code path, with the Hub's local cache standing in for the network (offline, as here)."""
+    from pruneofa.modeling import resolve_model
+
+    _fake_hub_cache(tmp_path / "hub", "acme/tiny-sst", Path(resolve_model("tiny-bert")))
+    code = (
+        "from pruneofa.modeling import load_classifier, load_tokenizer, resolve_model\n"
+        "from pruneofa.tasks import get_task\n"
+        "assert resolve_model('acme/tiny-sst') == 'acme/tiny-sst'\n"
+        "model = load_classifier('acme/tiny-sst', get_task('sst2'))\n"
+        "print(model.config.id2label, load_tokenizer('acme/tiny-sst').vocab_size)\n"
+    )
+    # HF_HUB_CACHE is read when huggingface_hub is imported, hence a fresh process.
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "{0: 'negative', 1: 'positive'} 30522" in done.stdout
