@@ -121,7 +121,7 @@ def from_pretrained_checked(loader: Any, name_or_path: str, what: str, **kwargs:
                 f"pass a local folder or a built-in name ({builtins})"
             )
         else:
-            hint = f"could not be fetched from the Hub (a typo? private?); pass a local folder or a built-in ({builtins})"
+            hint = f"could not be fetched from the Hub (typo? private?); pass a local folder or a built-in ({builtins})"
         raise ModelError(f"{what} {name_or_path!r}: {hint}") from None
 
 

@@ -20,6 +20,7 @@ from pruneofa.engines import open_engine, ort_optimized_op_counts
 DATA = ["--task_name", "rotten_tomatoes", "--max_seq_length", "32", "--batch_size", "16", "--seed", "5143"]
 TRAIN = [*DATA, "--max_train_samples", "64", "--max_eval_samples", "64", "--num_train_epochs", "1"]
 EVAL_N = "200"  # dev examples used by the export check and eval in these tests
+TASK = ["--task_name", "rotten_tomatoes"]
 LINEARS = 14  # tiny-bert: 2 layers x 6 + pooler + classifier
 
 
@@ -144,7 +145,7 @@ def test_eval_scores_all_three_alike(runs: Path, tmp_path: Path) -> None:
         ("openvino", runs / "int8", ["--engine", "openvino"]),
     ):
         out = tmp_path / f"{label}.json"
-        ok("eval", str(target), *DATA, "--max_eval_samples", EVAL_N, *extra, "--output", str(out))
+        ok("eval", str(target), *TASK, "--max_eval_samples", EVAL_N, *extra, "--output", str(out))
         result = json.loads(out.read_text())
         assert result["engine"]["engine"] == label and result["num_examples"] == {"validation": int(EVAL_N)}
         scores[label] = result["validation"]["accuracy"]
@@ -168,7 +169,7 @@ def test_fp32_export_is_the_dense_baseline(runs: Path) -> None:
 @pytest.mark.slow
 def test_fp32_of_a_qat_model_exports_its_float_weights(runs: Path, tmp_path: Path) -> None:
     out = tmp_path / "shadow"
-    ok("export", str(runs / "stage2"), "--output_dir", str(out), "--precision", "fp32", "--format", "onnx")
+    ok("export", str(runs / "stage2"), "--output_dir", str(out), "--precision", "fp32", "--format", "onnx", "--max_eval_samples", "64")
     m = manifest(out)
     assert m["precision"] == "fp32" and m["verification"]["torch"]["model"] == "fp32"
     assert m["sparsity"]["overall"] == pytest.approx(manifest(runs / "int8")["sparsity"]["overall"], abs=0.01)
@@ -246,7 +247,7 @@ def test_failed_verification_leaves_nothing(runs: Path, tmp_path: Path, monkeypa
 
 @pytest.mark.slow
 def test_eval_engine_mismatch_refused(capsys: pytest.CaptureFixture[str], runs: Path) -> None:
-    line = cli_error(capsys, "eval", str(runs / "stage2"), *DATA, "--engine", "openvino")
+    line = cli_error(capsys, "eval", str(runs / "stage2"), *TASK, "--engine", "openvino")
     assert "pruneofa export" in line
     line = cli_error(capsys, "eval", str(runs / "int8"), "--task_name", "sst2", "--engine", "onnxruntime")
     assert "rotten_tomatoes" in line
