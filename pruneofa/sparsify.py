@@ -1,26 +1,52 @@
-"""`pruneofa sparsify`: make a sparse pre-trained starting point from a dense model (one-shot magnitude pruning).
+"""`pruneofa sparsify`: make a sparse pre-trained starting point from a dense model.
 
-The output is a plain Hugging Face folder (the encoder without a task head, like the Intel sparse checkpoints)
-plus `sparsity.json`; `pruneofa train --model_name_or_path DIR` adds a fresh classifier and pattern-locks it.
+Two methods: `magnitude` (one shot, per layer) and `gradual` (the prune-once step: cubic schedule with hidden-state
+distillation from the dense model on unlabeled text, see prune_once.py). The output is a plain Hugging Face folder
+(the encoder without a task head, like the Intel sparse checkpoints) plus `sparsity.json`;
+`pruneofa train --model_name_or_path DIR` adds a fresh classifier and pattern-locks it.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from transformers import AutoModel
 
 from pruneofa import sparsity
+from pruneofa.builtin_data import default_cache_dir, rotten_tomatoes_unlabeled_texts
 from pruneofa.checkpoint import write_json_atomic
 from pruneofa.errors import PruneofaError
 from pruneofa.modeling import from_pretrained_checked, load_tokenizer, resolve_model
+from pruneofa.prune_once import GradualConfig, distillation_gap, gradual_prune
 from pruneofa.versions import package_versions
 
 REPORT_FILE = "sparsity.json"
+BUILTIN_TEXTS = "rotten_tomatoes"
+Method = Literal["magnitude", "gradual"]
+HELD_OUT_FRACTION = 0.05  # texts kept out of pruning to measure how far the student drifted from the dense model
+
+
+def load_texts(text_file: str) -> list[str]:
+    """Unlabeled text: one text per line of a file, or the built-in rotten_tomatoes set (plots + train snippets)."""
+    if text_file == BUILTIN_TEXTS:
+        return rotten_tomatoes_unlabeled_texts(default_cache_dir())
+    path = Path(text_file)
+    if not path.is_file():
+        raise PruneofaError(f"--text_file {text_file}: no such file; give a text file (one text per line) or "
+                            f"'{BUILTIN_TEXTS}' for the built-in unlabeled text")  # fmt: skip
+    try:
+        texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise PruneofaError(f"--text_file {text_file}: not UTF-8 text; convert it to UTF-8") from None
+    if not texts:
+        raise PruneofaError(f"--text_file {text_file}: no non-empty lines")
+    return texts
 
 
 def _claim_output_dir(output_dir: Path, overwrite: bool) -> None:
@@ -30,27 +56,7 @@ def _claim_output_dir(output_dir: Path, overwrite: bool) -> None:
         )
 
 
-def sparsify_one_shot(model_ref: str, output_dir: Path, target: float, overwrite: bool = False) -> dict[str, Any]:
-    """Prune every encoder Linear and the pooler to `target` sparsity by magnitude; write the folder atomically."""
-    if not 0.0 <= target < 1.0:
-        raise PruneofaError(f"--sparsity {target}: must be in [0, 1), e.g. 0.9 for 90% zeros")
-    _claim_output_dir(output_dir, overwrite)
-    path = resolve_model(model_ref)
-    model = from_pretrained_checked(AutoModel, path, "model")
-    tokenizer = load_tokenizer(path)
-    names = sparsity.prunable_weight_names(model)
-    if not names:
-        raise PruneofaError(f"model {model_ref!r}: no encoder Linear layers found; pass a BERT-family encoder")
-    sparsity.magnitude_prune_(model, target, names)
-    layers = sparsity.sparsity_report(model, names)
-    report = {
-        "source": model_ref,
-        "method": "one-shot magnitude (per layer)",
-        "target": target,
-        "overall": sparsity.overall_sparsity(layers),
-        "layers": layers,
-        "versions": package_versions(),
-    }
+def _write_folder(output_dir: Path, model: Any, tokenizer: Any, report: dict[str, Any]) -> None:
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.staging-"))
     try:
@@ -62,4 +68,44 @@ def sparsify_one_shot(model_ref: str, output_dir: Path, target: float, overwrite
         os.replace(staging, output_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def sparsify(
+    model_ref: str,
+    output_dir: Path,
+    target: float,
+    method: Method = "magnitude",
+    text_file: str | None = None,
+    gradual: GradualConfig | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Prune every encoder Linear and the pooler to `target` sparsity; write the folder atomically."""
+    if not 0.0 <= target < 1.0:
+        raise PruneofaError(f"--sparsity {target}: must be in [0, 1), e.g. 0.9 for 90% zeros")
+    if method == "gradual" and text_file is None:
+        raise PruneofaError(f"--method gradual needs --text_file (one text per line, or '{BUILTIN_TEXTS}')")
+    _claim_output_dir(output_dir, overwrite)
+    path = resolve_model(model_ref)
+    model = from_pretrained_checked(AutoModel, path, "model")
+    tokenizer = load_tokenizer(path)
+    names = sparsity.prunable_weight_names(model)
+    if not names:
+        raise PruneofaError(f"model {model_ref!r}: no encoder Linear layers found; pass a BERT-family encoder")
+    texts = load_texts(text_file) if text_file else []
+    held_out = texts[len(texts) - max(1, int(len(texts) * HELD_OUT_FRACTION)) :] if texts else []
+    dense = copy.deepcopy(model) if texts else None
+    details: dict[str, Any] = {"method": method}
+    if method == "gradual":
+        cfg = gradual or GradualConfig(target=target)
+        details.update(
+            schedule=asdict(cfg), **gradual_prune(model, tokenizer, texts[: len(texts) - len(held_out)], cfg)
+        )
+    else:
+        sparsity.magnitude_prune_(model, target, names)
+    if dense is not None:
+        details["held_out_hidden_mse"] = distillation_gap(model, dense, tokenizer, held_out, 128)
+    layers = sparsity.sparsity_report(model, names)
+    report = {"source": model_ref, "target": target, "overall": sparsity.overall_sparsity(layers),
+              "layers": layers, "versions": package_versions(), **details}  # fmt: skip
+    _write_folder(output_dir, model, tokenizer, report)
     return report
