@@ -79,7 +79,8 @@ def export(source_dir: Path, cfg: ExportConfig) -> dict[str, Any]:
         input_names = _input_names(staging)
         onnx_path = staging / ONNX_FILE
         layers = export_onnx(model, onnx_path, precision, input_names)
-        weights = _check_weights(model, onnx_path, layers, precision)
+        pruned = list((source.meta.get("sparsity") or {}).get("layers") or {})
+        weights = _check_weights(model, onnx_path, layers, precision, pruned)
         engines_used: list[EngineName] = []
         if "openvino" in cfg.formats:
             _write_openvino(onnx_path, staging)
@@ -107,8 +108,14 @@ def _input_names(folder: Path) -> list[str]:
     return [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in produced]
 
 
-def _check_weights(model: Any, onnx_path: Path, layers: list[str], precision: Precision) -> dict[str, Any]:
-    """Per-layer zeros in the file vs the torch weights; an int8 file must also hold exactly the QAT int8 weights."""
+def _check_weights(
+    model: Any, onnx_path: Path, layers: list[str], precision: Precision, pruned: list[str]
+) -> dict[str, Any]:
+    """Per-layer zeros in the file vs the torch model's; an int8 file must hold exactly the QAT int8 weights.
+
+    For int8 the torch reference is the fake-quantized weight the QAT model computes with: it has every pruned
+    zero plus any tiny weight that rounds to 0 (|w| < scale / 2). `float_zeros` records the float count too.
+    """
     from pruneofa.quant import QATLinear, int8_weight
 
     in_file = onnx_weights(onnx_path)
@@ -116,7 +123,7 @@ def _check_weights(model: Any, onnx_path: Path, layers: list[str], precision: Pr
     for layer in layers:
         name = f"{layer}.weight"
         module = model.get_submodule(layer)
-        torch_zeros = int((module.weight == 0).sum())
+        float_zeros = torch_zeros = int((module.weight == 0).sum())
         found = in_file.get(name)
         if found is None:
             raise ModelError(f"export bug: {name} has no weight initializer in {onnx_path.name}")
@@ -131,10 +138,21 @@ def _check_weights(model: Any, onnx_path: Path, layers: list[str], precision: Pr
                 f"{name}: {found['zeros']} zeros in {onnx_path.name} but {torch_zeros} in torch; the export "
                 "did not keep the sparsity pattern"
             )
-        rows[name] = {**found, "torch_sparsity": torch_zeros / found["numel"]}
-    total = sum(r["numel"] for r in rows.values())
-    zeros = sum(r["zeros"] for r in rows.values())
-    return {"layers": rows, "overall": zeros / total if total else 0.0, "qdq": qdq_counts(onnx_path)}
+        if found["zeros"] < float_zeros:  # a pruned weight that is not 0 in the file: the pattern was lost
+            raise ModelError(f"{name}: {found['zeros']} zeros in {onnx_path.name} but {float_zeros} in torch")
+        rows[name] = {**found, "torch_sparsity": torch_zeros / found["numel"], "float_zeros": float_zeros}
+    return {
+        "layers": rows,
+        # Over the layers training pruned (as pruneofa.json reports it), and over every Linear in the file.
+        "overall": _overall([r for n, r in rows.items() if n in pruned] or list(rows.values())),
+        "overall_all_linears": _overall(list(rows.values())),
+        "qdq": qdq_counts(onnx_path),
+    }
+
+
+def _overall(rows: list[dict[str, Any]]) -> float:
+    total = sum(r["numel"] for r in rows)
+    return sum(r["zeros"] for r in rows) / total if total else 0.0
 
 
 def _write_openvino(onnx_path: Path, folder: Path) -> None:
@@ -248,7 +266,7 @@ def _manifest(
         "inputs": {name: {"dtype": "int64", "shape": ["batch", "sequence"]} for name in input_names},
         "outputs": {"logits": {"dtype": "float32", "shape": ["batch", len(config["id2label"])]}},
         "max_seq_length": source.max_seq_length,
-        "sparsity": {"overall": weights["overall"], "layers": weights["layers"]},
+        "sparsity": {k: weights[k] for k in ("overall", "overall_all_linears", "layers")},
         "qdq": weights["qdq"],
         "runtime": runtime,
         "verification": verification,

@@ -65,8 +65,9 @@ def cubic_sparsity(step: int, cfg: GradualConfig) -> float:
     return cfg.target + (cfg.initial - cfg.target) * (1.0 - progress) ** 3
 
 
-def hidden_state_loss(student_states: tuple[torch.Tensor, ...], teacher_states: tuple[torch.Tensor, ...],
-                      attention_mask: torch.Tensor) -> torch.Tensor:  # fmt: skip
+def hidden_state_loss(
+    student_states: tuple[torch.Tensor, ...], teacher_states: tuple[torch.Tensor, ...], attention_mask: torch.Tensor
+) -> torch.Tensor:
     """Mean squared error over every layer's hidden states, real tokens only (padding carries no signal)."""
     keep = attention_mask.unsqueeze(-1).to(student_states[0].dtype)
     tokens = keep.sum() * student_states[0].shape[-1]
@@ -109,8 +110,9 @@ def gradual_prune(
         batch = next(batches)
         with torch.no_grad():
             target_states = teacher(**batch, output_hidden_states=True).hidden_states
-        loss = hidden_state_loss(dense(**batch, output_hidden_states=True).hidden_states, target_states,
-                                 batch["attention_mask"])  # fmt: skip
+        loss = hidden_state_loss(
+            dense(**batch, output_hidden_states=True).hidden_states, target_states, batch["attention_mask"]
+        )
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -125,16 +127,18 @@ def gradual_prune(
     return {"log": log}
 
 
-def distillation_gap(student: nn.Module, teacher: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: list[str],
-                     max_seq_length: int) -> float:  # fmt: skip
+def distillation_gap(
+    student: nn.Module, teacher: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: list[str], max_seq_length: int
+) -> float:
     """Hidden-state MSE of student vs teacher on held-out text: how much the pruned encoder drifted."""
     student.eval()
     teacher.eval()
     total, count = 0.0, 0
     with torch.inference_mode():
         for i in range(0, len(texts), 32):
-            batch = tokenizer(texts[i : i + 32], truncation=True, max_length=max_seq_length, padding=True,
-                              return_tensors="pt")  # fmt: skip
+            batch = tokenizer(
+                texts[i : i + 32], truncation=True, max_length=max_seq_length, padding=True, return_tensors="pt"
+            )
             s = student(**batch, output_hidden_states=True).hidden_states
             t = teacher(**batch, output_hidden_states=True).hidden_states
             total += hidden_state_loss(s, t, batch["attention_mask"]).item() * len(texts[i : i + 32])

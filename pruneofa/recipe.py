@@ -151,8 +151,9 @@ def parse_recipe(text: str, where: str) -> Recipe:
 
 
 def shipped_recipes() -> list[str]:
-    return sorted(p.name.removesuffix(".toml") for p in resources.files("pruneofa.recipes").iterdir()
-                  if p.name.endswith(".toml"))  # fmt: skip
+    return sorted(
+        p.name.removesuffix(".toml") for p in resources.files("pruneofa.recipes").iterdir() if p.name.endswith(".toml")
+    )
 
 
 def load_recipe(ref: str | None) -> Recipe:

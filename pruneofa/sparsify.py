@@ -38,8 +38,10 @@ def load_texts(text_file: str) -> list[str]:
         return rotten_tomatoes_unlabeled_texts(default_cache_dir())
     path = Path(text_file)
     if not path.is_file():
-        raise PruneofaError(f"--text_file {text_file}: no such file; give a text file (one text per line) or "
-                            f"'{BUILTIN_TEXTS}' for the built-in unlabeled text")  # fmt: skip
+        raise PruneofaError(
+            f"--text_file {text_file}: no such file; give a text file (one text per line) or "
+            f"'{BUILTIN_TEXTS}' for the built-in unlabeled text"
+        )
     try:
         texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except UnicodeDecodeError:
@@ -105,7 +107,13 @@ def sparsify(
     if dense is not None:
         details["held_out_hidden_mse"] = distillation_gap(model, dense, tokenizer, held_out, 128)
     layers = sparsity.sparsity_report(model, names)
-    report = {"source": model_ref, "target": target, "overall": sparsity.overall_sparsity(layers),
-              "layers": layers, "versions": package_versions(), **details}  # fmt: skip
+    report = {
+        "source": model_ref,
+        "target": target,
+        "overall": sparsity.overall_sparsity(layers),
+        "layers": layers,
+        "versions": package_versions(),
+        **details,
+    }
     _write_folder(output_dir, model, tokenizer, report)
     return report

@@ -1,0 +1,253 @@
+"""`gate`: thresholds vs results -> a pass/fail report. Never runs a model: it reads `pruneofa eval` and
+`pruneofa bench` JSON, so a CI job can gate on files an earlier step produced.
+
+Rules (a TOML file and/or CLI flags, same keys):
+
+    [accuracy]
+    min = 0.80                       # floor on the eval's main metric (0..1 scale)
+    max_drop = 0.01                  # ... and on its drop below --reference (teacher / dense eval JSON)
+    metric = "accuracy"              # optional: default is the task's main metric
+    split = "validation"             # optional: default is the task's first dev split
+    [latency]
+    max_p90_ms = { "openvino-int8-b1" = 50 }   # also max_min_ms, max_p50_ms, max_p99_ms, max_max_ms
+    [throughput]
+    min_seq_s = { "openvino-int8-b8" = 100 }
+    [speedup]
+    min = { "openvino-b1" = 1.5, "openvino-vs-torch-b1" = 3 }  # keys as in bench.json "speedups"
+
+A rule that names something the inputs do not have (an unknown key, a variant that was not measured) is an input
+error, not a failure: the message names the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pruneofa.errors import PruneofaError
+
+LATENCY_STATS = ("min", "p50", "p90", "p99", "max")
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "accuracy": ("min", "max_drop", "metric", "split"),
+    "latency": tuple(f"max_{s}_ms" for s in LATENCY_STATS),
+    "throughput": ("min_seq_s",),
+    "speedup": ("min",),
+}
+
+
+class GateInputError(PruneofaError):
+    """A rule file, flag or input JSON that cannot be used (exit 2, not a gate failure)."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    section: str  # accuracy, latency, throughput, speedup
+    key: str  # min, max_drop, max_p90_ms, min_seq_s
+    target: str | None  # the variant / speedup name for bench rules
+    limit: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.section}.{self.key}" + (f"[{self.target}]" if self.target else "")
+
+    @property
+    def is_ceiling(self) -> bool:
+        return self.key.startswith("max_")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    rule: Rule
+    measured: float
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Rules:
+    rules: tuple[Rule, ...]
+    metric: str | None = None
+    split: str | None = None
+
+
+# ---------------------------------------------------------------- rules from TOML / flags
+
+
+def _number(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise GateInputError(f"{where}: {value!r} is not a number; write e.g. {where.split('[')[0]} = 1.5")
+    return float(value)
+
+
+def parse_rules(data: dict[str, Any], where: str) -> Rules:
+    """Rules from a TOML-shaped dict; unknown sections/keys name the valid ones."""
+    rules: list[Rule] = []
+    options: dict[str, str] = {}
+    for section, body in data.items():
+        if section not in SECTIONS:
+            raise GateInputError(f"{where}: unknown section [{section}]; use {', '.join(SECTIONS)}")
+        if not isinstance(body, dict):
+            raise GateInputError(f"{where}: [{section}] must be a table of keys ({', '.join(SECTIONS[section])})")
+        for key, value in body.items():
+            if key not in SECTIONS[section]:
+                raise GateInputError(
+                    f"{where}: unknown key {section}.{key}; valid keys: {', '.join(SECTIONS[section])}"
+                )
+            if key in ("metric", "split"):
+                options[key] = str(value)
+            elif section == "accuracy":
+                rules.append(Rule(section, key, None, _number(value, f"{where}: {section}.{key}")))
+            elif not isinstance(value, dict) or not value:
+                raise GateInputError(
+                    f'{where}: {section}.{key} must map names to limits, e.g. {{ "openvino-b1" = 1.5 }}'
+                )
+            else:
+                rules += [Rule(section, key, t, _number(v, f"{where}: {section}.{key}[{t}]")) for t, v in value.items()]
+    return Rules(tuple(rules), options.get("metric"), options.get("split"))
+
+
+def load_rules_file(path: Path) -> Rules:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10: the same parser, from PyPI
+        try:
+            import tomli as tomllib
+        except ImportError:
+            raise GateInputError(
+                "--rules needs Python 3.11+ or `pip install tomli`; or pass the rules as flags"
+            ) from None
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise GateInputError(f"--rules {path}: no such file; pass a gates.toml (see README, 'CI gates')") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise GateInputError(f"--rules {path}: not valid TOML ({exc})") from None
+    return parse_rules(data, str(path))
+
+
+def flag_pairs(values: list[str], flag: str) -> dict[str, float]:
+    """`NAME=LIMIT` flag values (repeatable) -> {NAME: LIMIT}."""
+    out: dict[str, float] = {}
+    for text in values:
+        name, sep, limit = text.partition("=")
+        try:
+            out[name.strip()] = float(limit)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise GateInputError(f"{flag} {text!r}: write NAME=LIMIT, e.g. {flag} openvino-int8-b1=50")
+    return out
+
+
+def merge(base: Rules, extra: Rules) -> Rules:
+    """Flags override file rules with the same name and add the rest."""
+    names = {r.name for r in extra.rules}
+    kept = tuple(r for r in base.rules if r.name not in names)
+    return Rules(kept + extra.rules, extra.metric or base.metric, extra.split or base.split)
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def read_result(path: Path, flag: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise GateInputError(f"{flag} {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise GateInputError(f"{flag} {path}: not readable JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise GateInputError(f"{flag} {path}: expected a JSON object")
+    if flag == "--bench" and not str(data.get("format", "")).startswith("pruneofa-bench/"):
+        raise GateInputError(f"--bench {path}: not a bench.json written by `pruneofa bench`")
+    if flag != "--bench" and "task_name" not in data:
+        raise GateInputError(f"{flag} {path}: not an eval JSON (no task_name); write one with `pruneofa eval --output`")
+    return data
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def metric_value(doc: dict[str, Any], rules: Rules, flag: str) -> tuple[float, str]:
+    """The gated metric of an eval JSON and where it was read (e.g. `validation.accuracy`)."""
+    from pruneofa.tasks import get_task
+
+    task = get_task(str(doc["task_name"]))
+    split = rules.split or next((s for s in task.eval_splits if s in doc), task.eval_splits[0])
+    metric = rules.metric or task.main_metric
+    metrics = doc.get(split)
+    if not isinstance(metrics, dict):
+        found = ", ".join(k for k, v in doc.items() if isinstance(v, dict) and k not in ("engine",)) or "none"
+        raise GateInputError(f"{flag}: no split {split!r} (found {found}); set accuracy.split")
+    if metric not in metrics:
+        raise GateInputError(f"{flag}: split {split!r} has no {metric!r}; valid metrics: {', '.join(metrics)}")
+    return float(metrics[metric]), f"{split}.{metric}"
+
+
+def _bench_value(rule: Rule, bench: dict[str, Any]) -> tuple[float, str]:
+    target = str(rule.target)
+    if rule.section == "speedup":
+        table = bench.get("speedups") or {}
+        if target not in table:
+            raise GateInputError(
+                f"rule {rule.name}: bench.json has no speedup {target!r}; measured: {', '.join(table) or 'none'}"
+            )
+        s = table[target]
+        return float(s["speedup"]), f"{s['sparse_int8']} / {s['baseline']}"
+    results = bench.get("results") or {}
+    if target not in results:
+        skipped = bench.get("not_measured") or {}
+        why = next((f" ({v})" for k, v in skipped.items() if target.startswith(k + "-")), "")
+        raise GateInputError(
+            f"rule {rule.name}: variant {target!r} is not in bench.json{why}; measured: {', '.join(results) or 'none'}"
+        )
+    row = results[target]
+    if rule.section == "throughput":
+        return float(row["throughput_seq_s"]), "seq/s (median)"
+    stat = rule.key.removeprefix("max_").removesuffix("_ms")
+    return float(row["latency_ms"][stat]), f"{stat} ms"
+
+
+def _accuracy_value(
+    rule: Rule, rules: Rules, ev: dict[str, Any] | None, ref: dict[str, Any] | None
+) -> tuple[float, str]:
+    if ev is None:
+        raise GateInputError(f"rule {rule.name} needs --eval EVAL.json (from `pruneofa eval --output`)")
+    value, where = metric_value(ev, rules, "--eval")
+    if rule.key == "min":
+        return value, where
+    if ref is None:
+        raise GateInputError(f"rule {rule.name} needs --reference EVAL.json (the teacher's or dense model's eval)")
+    reference, _ = metric_value(ref, rules, "--reference")
+    return reference - value, f"{where} {value:.4f} vs reference {reference:.4f}"
+
+
+def evaluate(
+    rules: Rules, ev: dict[str, Any] | None, ref: dict[str, Any] | None, bench: dict[str, Any] | None
+) -> list[Outcome]:
+    """One outcome per rule; ceilings (max_*) pass when measured <= limit, floors when measured >= limit."""
+    if not rules.rules:
+        raise GateInputError("no rules: pass --rules gates.toml or flags such as --min_accuracy / --min_speedup")
+    outcomes = []
+    for rule in rules.rules:
+        if rule.section == "accuracy":
+            measured, detail = _accuracy_value(rule, rules, ev, ref)
+        elif bench is None:
+            raise GateInputError(f"rule {rule.name} needs --bench BENCH.json (from `pruneofa bench`)")
+        else:
+            measured, detail = _bench_value(rule, bench)
+        passed = measured <= rule.limit if rule.is_ceiling else measured >= rule.limit
+        outcomes.append(Outcome(rule, measured, passed, detail))
+    return outcomes
+
+
+def failures(outcomes: list[Outcome]) -> list[str]:
+    """One line per failed rule: its name, the measured value and the limit it missed."""
+    return [
+        f"{o.rule.name}: {o.measured:.4g} {'>' if o.rule.is_ceiling else '<'} limit {o.rule.limit:g} ({o.detail})"
+        for o in outcomes
+        if not o.passed
+    ]
