@@ -61,14 +61,14 @@ def facts(doc: dict[str, Any]) -> list[str]:
             lines.append(f"torch fp32: {model['folder'] or '-'} ({model['from']})")
             continue
         sizes = ", ".join(f"{fmt} {_mb(s['bytes'])} (gzip {_mb(s['gzip_bytes'])})" for fmt, s in model["sizes"].items())
-        sparsity = model["sparsity"]
-        lines.append(f"{label}: {model['folder']}, sparsity {sparsity:.1%}, {sizes}" if sparsity is not None else "")
+        sparsity = "n/a" if model["sparsity"] is None else f"{model['sparsity']:.1%}"
+        lines.append(f"{label}: {model['folder']}, sparsity {sparsity}, {sizes}")
     sparse = doc["openvino_sparse_weights"]
     rate = sparse.get("decompression_rate")
     lines.append(f"OpenVINO sparse-weights path: {sparse['status']}" + (f" (rate {rate})" if rate is not None else "")
                  + f": {sparse['note']}")  # fmt: skip
     lines += [f"{key}: {why}" for key, why in doc["not_measured"].items()]
-    return [line for line in lines if line]
+    return lines
 
 
 def _mb(size: int) -> str:
@@ -98,6 +98,7 @@ def chart(doc: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.patches import Patch
 
     keys = list(doc["results"])
     x = np.arange(len(keys))
@@ -105,6 +106,7 @@ def chart(doc: dict[str, Any], path: Path) -> None:
     colors = ["tab:green" if doc["results"][k]["precision"] == "int8" else "tab:gray" for k in keys]
     top.bar(x, [doc["results"][k]["throughput_seq_s"] for k in keys], color=colors)
     top.set_ylabel("sequences / s (median)")
+    top.legend(handles=[Patch(color="tab:green", label="sparse int8"), Patch(color="tab:gray", label="dense fp32")])
     top.set_title(f"throughput, seq_len {doc['config']['seq_len']}, {doc['config']['threads']} threads")
     for offset, q in ((-0.27, "p50"), (0.0, "p90"), (0.27, "p99")):
         bottom.bar(x + offset, [doc["results"][k]["latency_ms"][q] for k in keys], width=0.27, label=q)

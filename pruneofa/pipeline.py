@@ -58,11 +58,12 @@ def run_train_step(cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
     from pruneofa.train_state import find_checkpoint
 
     try:
-        find_checkpoint(cfg.output_dir)
-        resumed = dataclasses.replace(cfg, resume_from_checkpoint=cfg.output_dir)
-        result = train(resumed, rt)
-    except ModelError:  # no checkpoint, or one written with other arguments: start over
-        shutil.rmtree(cfg.output_dir, ignore_errors=True)
+        checkpoint: Path | None = find_checkpoint(cfg.output_dir)
+    except ModelError:
+        checkpoint = None
+    if checkpoint is not None:  # an interrupted run of this very step (the fingerprint matched)
+        result = train(dataclasses.replace(cfg, resume_from_checkpoint=cfg.output_dir), rt)
+    else:
         result = train(dataclasses.replace(cfg, overwrite_output_dir=True), rt)
     return {"best_epoch": result.best_epoch, "metrics": result.best_metrics}
 
@@ -186,36 +187,43 @@ def _load_state(root: Path) -> dict[str, Any]:
     return state if isinstance(state, dict) and isinstance(state.get("steps"), dict) else {"steps": {}}
 
 
+def _save_state(root: Path, state: dict[str, Any], recipe: Recipe, rt: Runtime) -> None:
+    if rt.is_main:
+        write_json_atomic(root / STATE_FILE, {**state, "recipe": recipe.name})
+
+
 def run_pipeline(
     recipe: Recipe, root: Path, rt: Runtime, dry_run: bool = False, say: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """Run (or, with dry_run, only list) the steps; skip those whose fingerprint is already recorded."""
+    """Run (or, with dry_run, only list) the steps; skip those whose fingerprint is already recorded as done.
+
+    A step recorded as started with the same fingerprint was interrupted: it runs again over its own output, so a
+    training step continues from its checkpoint. Any other step to run starts from an empty output folder.
+    """
     steps = plan(recipe, root, rt)
     state = _load_state(root)
     for step in steps:
-        done = state["steps"].get(step.name, {})
+        record = state["steps"].get(step.name, {})
+        same = record.get("fingerprint") == step.fingerprint and step.output.exists()
         # Fingerprints chain through the steps' inputs, so a changed step also changes everything downstream.
-        skip = done.get("fingerprint") == step.fingerprint and step.output.exists()
-        say(
-            f"[pipeline] {step.name:<11} {'done, skipped' if skip else 'would run' if dry_run else 'running'}"
-            f" -> {step.output}"
-        )
+        skip = same and record.get("status") == "done"
+        action = "done, skipped" if skip else "would run" if dry_run else "continuing" if same else "running"
+        say(f"[pipeline] {step.name:<11} {action} -> {step.output}")
         if skip or dry_run:
             continue
+        if not same and rt.is_main:
+            shutil.rmtree(step.output, ignore_errors=True)  # stale output of another recipe must not be resumed
+        rt.barrier()
+        state["steps"][step.name] = {"fingerprint": step.fingerprint, "status": "started", "output": str(step.output)}
+        _save_state(root, state, recipe, rt)
         started = time.perf_counter()
         summary = step.run()
-        state["steps"][step.name] = {
-            "fingerprint": step.fingerprint,
-            "seconds": round(time.perf_counter() - started, 1),
-            "summary": summary,
-            "output": str(step.output),
-        }
-        if rt.is_main:
-            write_json_atomic(root / STATE_FILE, {**state, "recipe": recipe.name})
-    if dry_run:
-        return state
-    from pruneofa.pipeline_report import write_report
+        state["steps"][step.name].update(
+            status="done", seconds=round(time.perf_counter() - started, 1), summary=summary
+        )
+        _save_state(root, state, recipe, rt)
+    if not dry_run and rt.is_main:
+        from pruneofa.pipeline_report import write_report
 
-    if rt.is_main:
         write_report(recipe, root, state)
     return state

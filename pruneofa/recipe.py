@@ -127,6 +127,9 @@ def _validate(recipe: Recipe, where: str) -> None:
             raise PruneofaError(f"{where} [{name}]: epochs >= 1, learning_rate > 0 and two loss_weights are needed")
     if not recipe.bench.batch_sizes or min(recipe.bench.batch_sizes) < 1:
         raise PruneofaError(f"{where} [bench] batch_sizes: give positive batch sizes, e.g. [1, 8]")
+    from pruneofa.gates import parse_rules
+
+    parse_rules(recipe.gate, f"{where} [gate]")
     bad = [f for f in recipe.export.formats if f not in ("onnx", "openvino")]
     if bad:
         raise PruneofaError(f"{where} [export] formats: unknown {bad[0]!r}; use onnx and/or openvino")
