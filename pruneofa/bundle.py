@@ -19,23 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pruneofa.checkpoint import sha256_file, write_json_atomic
 from pruneofa.errors import ModelError, PruneofaError
+from pruneofa.files import read_json, sha256_file, write_json_atomic
 
 MANIFEST = "manifest.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 _CONFIG_KEYS = ("model_type", "id2label", "label2id")
 GZIP_LEVEL = 9
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{path}: not readable JSON ({exc}); the file is corrupt, re-create it") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{path}: expected a JSON object; the file is corrupt, re-create it")
-    return data
 
 
 def check_sources(src: Path) -> None:

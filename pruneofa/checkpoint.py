@@ -8,8 +8,6 @@ interrupted write, a corrupt or swapped file) is refused on load.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -22,36 +20,13 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from pruneofa.errors import ModelError
+from pruneofa.files import read_json, sha256_file, write_json_atomic
 
 META_FILE = "pruneofa.json"
 WEIGHTS_FILE = "model.safetensors"
 QUANT_FILE = "quantization.safetensors"
 # The reference's stage-2 command resumes from `<stage1_dir>/best_model.pt`; we accept that spelling.
 LEGACY_RESUME_NAME = "best_model.pt"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temp file beside `path`, fsync, then rename over it: readers see old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_model_dir(
@@ -100,15 +75,7 @@ def resolve_resume(path: Path) -> Path:
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads((folder / META_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(
-            f"{folder / META_FILE}: unreadable ({exc}); the checkpoint is corrupt, re-run that stage"
-        ) from None
-    if not isinstance(meta, dict):
-        raise ModelError(f"{folder / META_FILE}: not a JSON object; the checkpoint is corrupt, re-run that stage")
-    return meta
+    return read_json(folder / META_FILE, "the checkpoint is corrupt, re-run that stage")
 
 
 def verify_files(folder: Path, meta: dict[str, Any]) -> None:

@@ -353,7 +353,7 @@ def eval_(
     result = evaluate_folder(model, cfg)
     text = json.dumps(result, indent=2)
     if output is not None:
-        from pruneofa.checkpoint import write_json_atomic
+        from pruneofa.files import write_json_atomic
 
         write_json_atomic(output, result)
     typer.echo(text)

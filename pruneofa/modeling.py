@@ -8,7 +8,6 @@ Built-in names work offline:
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import shutil
 import sys
@@ -193,13 +192,3 @@ def check_same_vocabulary(
             f"teacher {teacher_name!r}: its vocabulary ({len(teacher.get_vocab())} tokens) differs from the "
             f"student's ({len(student.get_vocab())}); use a teacher with the student's tokenizer"
         )
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: not readable JSON ({exc}); the file is corrupt, re-create it") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{path}: expected a JSON object; the file is corrupt, re-create it")
-    return data

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pruneofa.checkpoint import write_json_atomic
 from pruneofa.config import TrainConfig
+from pruneofa.files import write_json_atomic
 from pruneofa.recipe import Recipe, StageSection
 from pruneofa.runtime import Runtime
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pruneofa.checkpoint import write_json_atomic
+from pruneofa.files import write_json_atomic
 from pruneofa.recipe import Recipe
 
 EVAL_FILE = "eval.json"

@@ -16,6 +16,7 @@ import numpy as np
 
 from pruneofa.engines import EngineName, default_engine, open_engine
 from pruneofa.errors import DataError, ModelError
+from pruneofa.files import read_json
 
 # Accepted JSONL keys for (text, pair): ours first, then the GLUE column names.
 TEXT_KEYS: tuple[tuple[str, str | None], ...] = (
@@ -27,16 +28,7 @@ TEXT_KEYS: tuple[tuple[str, str | None], ...] = (
     ("sentence", None),
 )
 Row = tuple[str, str | None]
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"{path}: unreadable ({exc}); pass a folder written by `pruneofa export`") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{path}: not a JSON object; pass a folder written by `pruneofa export`")
-    return data
+_FIX = "pass a folder written by `pruneofa export`"
 
 
 def _token_text(value: object) -> str | None:
@@ -54,9 +46,9 @@ class Predictor:
 
         if not folder.is_dir():
             raise ModelError(f"{folder}: no such folder; pass a folder written by `pruneofa export`")
-        config = _read_json(folder / "config.json")
+        config = read_json(folder / "config.json", _FIX)
         tok_config = (
-            _read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
+            read_json(folder / "tokenizer_config.json", _FIX) if (folder / "tokenizer_config.json").is_file() else {}
         )
         self.regression = config.get("problem_type") == "regression"
         id2label = config.get("id2label") or {}

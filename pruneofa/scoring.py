@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from pruneofa.bundle import read_json, read_manifest
+from pruneofa.bundle import read_manifest
 from pruneofa.engines import ENGINES, Engine, EngineName, default_engine, open_engine
 from pruneofa.errors import ModelError, PruneofaError
+from pruneofa.files import read_json
 from pruneofa.tasks import TaskSpec, get_task
 
 if TYPE_CHECKING:

@@ -20,8 +20,8 @@ from transformers import AutoModel
 
 from pruneofa import sparsity
 from pruneofa.builtin_data import default_cache_dir, rotten_tomatoes_unlabeled_texts
-from pruneofa.checkpoint import write_json_atomic
 from pruneofa.errors import PruneofaError
+from pruneofa.files import write_json_atomic
 from pruneofa.modeling import from_pretrained_checked, load_tokenizer, resolve_model
 from pruneofa.prune_once import GradualConfig, distillation_gap, gradual_prune
 from pruneofa.versions import package_versions

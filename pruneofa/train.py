@@ -26,11 +26,12 @@ from tqdm import tqdm
 from transformers import get_scheduler, set_seed
 
 from pruneofa import sparsity
-from pruneofa.checkpoint import META_FILE, read_meta, save_model_dir, write_json_atomic
+from pruneofa.checkpoint import META_FILE, read_meta, save_model_dir
 from pruneofa.config import TrainConfig
 from pruneofa.distill import DistillConfig, distillation_loss, student_loss
 from pruneofa.errors import PruneofaError
 from pruneofa.evaluation import evaluate, model_inputs
+from pruneofa.files import write_json_atomic
 from pruneofa.metrics import main_metric_value
 from pruneofa.quant import QuantConfig, is_quantized, prepare_qat_, quant_params, quant_state
 from pruneofa.runtime import Runtime

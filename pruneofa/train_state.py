@@ -21,8 +21,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from pruneofa.checkpoint import write_json_atomic
 from pruneofa.errors import ModelError
+from pruneofa.files import write_json_atomic
 
 CHECKPOINTS_DIR = "checkpoints"
 LAST = "last"

@@ -13,7 +13,7 @@ import pytest
 from safetensors.torch import load_file
 
 from pruneofa.bundle import gzip_size
-from pruneofa.checkpoint import sha256_file
+from pruneofa.files import sha256_file
 from pruneofa.cli import main
 from pruneofa.engines import open_engine, ort_optimized_op_counts
 
