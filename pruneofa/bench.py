@@ -207,6 +207,9 @@ def run_bench(
         variants = [Variant(*_split(key), b) for b in cfg.batch_sizes for key in loaded]
         runners = {key: item.run for key, item in loaded.items()}
         latencies, order = time_variants(variants, runners, feeds, cfg.stop_rule(), progress)
+        for item in loaded.values():  # kernels as they ran (chosen at the first inference), not as compiled
+            if item.refresh is not None:
+                item.info.update(item.refresh(), kernels_read="after the timed runs")
         return _document(cfg, threads, cpu, models, manifests, loaded, skipped, variants, latencies, order, feeds)
 
 

@@ -36,6 +36,9 @@ class Loaded:
     run: Runner
     info: dict[str, Any]
     input_names: list[str]
+    # Re-reads what can only be known after inferences ran (OpenVINO picks kernels at the first inference of a
+    # dynamic-shape model: before it, every primitive reads "undef").
+    refresh: Callable[[], dict[str, Any]] | None = None
 
 
 def load_onnxruntime(folder: Path, threads: int) -> Loaded:
@@ -71,21 +74,25 @@ def load_openvino(folder: Path, threads: int, streams: int, sparse_rate: float |
     def run(feeds: dict[str, np.ndarray]) -> object:
         return request.infer({k: feeds[k] for k in names})
 
-    layers = openvino_runtime_layers(compiled)
-    int8, sparse = openvino_int8_matmuls(layers)
+    compiled_config = {key: _readback(compiled, key) for key in (*config, "PERFORMANCE_HINT")}
+
+    def kernels() -> dict[str, Any]:
+        layers = openvino_runtime_layers(compiled)
+        int8, sparse = openvino_int8_matmuls(layers)
+        out = {"int8_matmuls": int8, "sparse_kernels": sparse, "matmul_kernels": matmul_kernels(layers)}
+        if sparse_rate is not None:
+            out["sparse_weights"] = sparse_weights_status(layers, cpu, compiled_config.get(_RATE_KEY, sparse_rate))
+        return out
+
     info = {
         "engine": "openvino",
         "version": ov.get_version(),
         "model": str(path),
         "requested": config,
-        "compiled": {key: _readback(compiled, key) for key in (*config, "PERFORMANCE_HINT")},
-        "int8_matmuls": int8,
-        "sparse_kernels": sparse,
-        "matmul_kernels": matmul_kernels(layers),
+        "compiled": compiled_config,
+        **kernels(),
     }
-    if sparse_rate is not None:
-        info["sparse_weights"] = sparse_weights_status(layers, cpu, info["compiled"].get(_RATE_KEY, sparse_rate))
-    return Loaded(run, info, names)
+    return Loaded(run, info, names, refresh=kernels)
 
 
 _RATE_KEY = "CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE"

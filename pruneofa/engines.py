@@ -224,6 +224,7 @@ class OpenVinoEngine:
             raise ModelError(f"{path}: OpenVINO cannot load it ({first}); re-run `pruneofa export`") from None
         self.request = self.compiled.create_infer_request()
         self._inputs = [port.get_any_name() for port in self.compiled.inputs]
+        self._ran = False
 
     @property
     def input_names(self) -> list[str]:
@@ -231,11 +232,15 @@ class OpenVinoEngine:
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         self.request.infer({k: feeds[k].astype(np.int64) for k in self._inputs})
+        self._ran = True
         return np.array(self.request.get_tensor("logits").data, dtype=np.float32)
 
     def describe(self) -> dict[str, Any]:
         import openvino as ov
 
+        if not self._ran:
+            # A dynamic-shape model gets its kernels at the first inference; before it they all read `undef_*`.
+            self.run({name: np.ones((1, 8), dtype=np.int64) for name in self._inputs})
         int8, sparse = openvino_int8_matmuls(openvino_runtime_layers(self.compiled))
         return {
             "engine": "openvino",

@@ -49,6 +49,8 @@ def test_records_machine_engines_and_models(doc: dict[str, Any]) -> None:
     assert {"bytes", "gzip_bytes"} <= set(doc["models"]["dense_fp32"]["sizes"]["onnx"])
     assert doc["models"]["torch_fp32"]["folder"].endswith("dense")
     assert doc["inputs"]["seq_len"] == 16 and 0 < doc["inputs"]["real_tokens_mean"] <= 16
+    kernels = doc["engines"]["openvino-int8"]["matmul_kernels"]  # read after inference, when kernels are chosen
+    assert kernels and not any(name.startswith("undef") for name in kernels)
     sparse = doc["openvino_sparse_weights"]
     assert sparse["decompression_rate"] == QUICK.sparse_rate
     assert sparse["status"] == ("unavailable" if not doc["cpu"]["amx"] else sparse["status"])

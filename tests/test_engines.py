@@ -76,7 +76,6 @@ def test_every_linear_runs_int8_and_matches_torch(int8_export: tuple[torch.nn.Mo
     model, folder = int8_export
     runner = open_engine(folder, engine)  # type: ignore[arg-type]
     info = runner.describe()
-    print(info)
     assert info["int8_matmuls"] == LINEARS
     batch = tiny_batch(batch_size=5, seq_len=23, seed=9)  # another batch and length: the axes are dynamic
     got = runner.run({k: v.numpy() for k, v in batch.items()})
@@ -85,6 +84,13 @@ def test_every_linear_runs_int8_and_matches_torch(int8_export: tuple[torch.nn.Mo
     np.testing.assert_allclose(got, want, atol=1e-4)
     if engine == "openvino":
         assert info["precision_hint"] == "f32" and info["inference_precision"] == "f32"
+        # describe() before any run must still report the kernels that will run, not OpenVINO's `undef_*`.
+        from pruneofa.engines import openvino_runtime_layers
+
+        fresh = open_engine(folder, "openvino")
+        fresh.describe()
+        kernels = {row["primitive_type"] for row in openvino_runtime_layers(fresh.compiled)}  # type: ignore[attr-defined]
+        assert kernels and not any(k.startswith("undef") for k in kernels if k), kernels
 
 
 def test_ort_counts_come_from_the_optimized_graph(int8_export: tuple[torch.nn.Module, Path]) -> None:
