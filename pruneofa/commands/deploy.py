@@ -1,0 +1,136 @@
+"""`pruneofa export`, `eval` and `predict`: the model leaves torch, verified, and runs on an engine."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pruneofa.commands.options import Task, opt
+from pruneofa.errors import PruneofaError
+
+
+def export(
+    model: Annotated[Path, typer.Argument(help="A `pruneofa train` output folder (stage 2 exports int8).")],
+    output_dir: Annotated[Path, opt("--output_dir", help="The export folder to create.")],
+    format: Annotated[
+        str, opt("--format", help="Comma-separated: onnx, openvino (both by default).")
+    ] = "onnx,openvino",
+    precision: Annotated[
+        str,
+        opt(
+            "--precision",
+            help="auto (int8 for a QAT model, else fp32), int8, or fp32 (a QAT model's float weights).",
+        ),
+    ] = "auto",
+    overwrite: Annotated[bool, opt("--overwrite", help="Replace an existing --output_dir.")] = False,
+    validation_file: Annotated[
+        Path | None, opt("--validation_file", help="Dev file for the check (GLUE tasks offline).")
+    ] = None,
+    max_eval_samples: Annotated[
+        int | None, opt("--max_eval_samples", help="Check on the first N dev examples only.")
+    ] = None,
+    tolerance: Annotated[
+        float, opt("--tolerance", help="Allowed main-metric drop vs torch, as a fraction (0.005 = 0.5 points).")
+    ] = 0.005,
+    no_verify: Annotated[bool, opt("--no_verify", help="Skip the dev-set check (not recommended).")] = False,
+    cache_dir: Annotated[Path | None, opt("--cache_dir", help="Built-in data cache.")] = None,
+) -> None:
+    """Export a trained model to ONNX (QDQ int8 or fp32) and OpenVINO IR, verified against torch on the dev set."""
+    from pruneofa.export import ExportConfig
+    from pruneofa.export import export as run_export
+
+    cfg = ExportConfig(
+        output_dir=output_dir,
+        formats=tuple(f.strip() for f in format.split(",") if f.strip()),
+        precision=precision,  # type: ignore[arg-type]  # validated by ExportConfig
+        overwrite=overwrite,
+        verify=not no_verify,
+        validation_file=validation_file,
+        max_eval_samples=max_eval_samples,
+        tolerance=tolerance,
+        cache_dir=cache_dir,
+    )
+    manifest = run_export(model, cfg)
+    for name, info in manifest["runtime"].items():
+        typer.echo(f"{name}: {info['int8_matmuls']} int8 matmuls (of {info['quantized_linears']} Linears)")
+    check = manifest["verification"]
+    if check["status"] == "passed":
+        split, metric = check["split"], check["main_metric"]
+        scores = {e: check[e]["metrics"][split][metric] for e in ("torch", *manifest["runtime"])}
+        typer.echo(f"{metric} on {check['num_examples']} {split} examples: {scores}")
+    else:
+        typer.echo(f"verification skipped: {check['reason']}")
+    sizes = {name: f["bytes"] for name, f in manifest["files"].items()}
+    typer.echo(
+        f"{manifest['precision']} export, sparsity {manifest['sparsity']['overall']:.2%} -> {output_dir} {sizes}"
+    )
+
+
+def eval_(
+    model: Annotated[Path, typer.Argument(help="A `pruneofa train` output or a `pruneofa export` folder.")],
+    task_name: Task,
+    validation_file: Annotated[Path | None, opt("--validation_file", help="Dev file (GLUE tasks offline).")] = None,
+    engine: Annotated[
+        str, opt("--engine", help="auto, torch (training output), onnxruntime or openvino (export folder).")
+    ] = "auto",
+    max_eval_samples: Annotated[int | None, opt("--max_eval_samples", help="Use the first N dev examples.")] = None,
+    batch_size: Annotated[int, opt("--batch_size", help="Examples per forward pass.")] = 32,
+    threads: Annotated[int | None, opt("--threads", help="Inference threads (engine default if unset).")] = None,
+    output: Annotated[Path | None, opt("--output", help="Also write the metrics JSON to this file.")] = None,
+    cache_dir: Annotated[Path | None, opt("--cache_dir", help="Built-in data cache.")] = None,
+) -> None:
+    """Score a model on the task's dev set; prints the metrics JSON ({"validation": {"accuracy": ...}, ...})."""
+    import json
+
+    from pruneofa.scoring import EvalConfig, evaluate_folder
+
+    cfg = EvalConfig(
+        task_name=task_name,
+        validation_file=validation_file,
+        engine=engine,  # type: ignore[arg-type]  # validated by EvalConfig
+        max_eval_samples=max_eval_samples,
+        batch_size=batch_size,
+        threads=threads,
+        cache_dir=cache_dir,
+    )
+    result = evaluate_folder(model, cfg)
+    text = json.dumps(result, indent=2)
+    if output is not None:
+        from pruneofa.files import write_json_atomic
+
+        write_json_atomic(output, result)
+    typer.echo(text)
+
+
+def predict(
+    bundle: Annotated[Path, typer.Argument(help="A `pruneofa export` folder.")],
+    text: Annotated[
+        str | None, typer.Argument(help="Text to classify; leave out (or '-') to read JSONL from stdin.")
+    ] = None,
+    text_pair: Annotated[str | None, typer.Argument(help="Second text, for pair tasks.")] = None,
+    engine: Annotated[
+        str | None, opt("--engine", help="onnxruntime (default when model.onnx exists) or openvino.")
+    ] = None,
+    batch_size: Annotated[int, opt("--batch_size", help="Rows per engine call for JSONL input.")] = 32,
+    threads: Annotated[int | None, opt("--threads", help="Inference threads (engine default if unset).")] = None,
+) -> None:
+    """Label + probabilities as JSON lines, with only an inference engine and `tokenizers` (no torch).
+
+    JSONL rows on stdin: {"text": ..., "text_pair": ...} or GLUE columns (sentence, premise/hypothesis, ...).
+    """
+    import json
+
+    from pruneofa.engines import ENGINES
+    from pruneofa.predict import Predictor, predict_stream, read_rows
+
+    if engine is not None and engine not in ENGINES:
+        raise PruneofaError(f"--engine {engine!r}: unknown; use one of {', '.join(ENGINES)}")
+    if batch_size < 1:
+        raise PruneofaError(f"--batch_size {batch_size}: must be at least 1")
+    predictor = Predictor(bundle, engine, threads)
+    rows = iter([(text, text_pair)]) if text is not None and text != "-" else read_rows(sys.stdin)
+    for prediction in predict_stream(predictor, rows, batch_size):
+        typer.echo(json.dumps(prediction))
