@@ -13,9 +13,9 @@ import pytest
 from safetensors.torch import load_file
 
 from pruneofa.bundle import gzip_size
-from pruneofa.files import sha256_file
 from pruneofa.cli import main
 from pruneofa.engines import open_engine, ort_optimized_op_counts
+from pruneofa.files import sha256_file
 
 DATA = ["--task_name", "rotten_tomatoes", "--max_seq_length", "32", "--batch_size", "16", "--seed", "5143"]
 TRAIN = [*DATA, "--max_train_samples", "64", "--max_eval_samples", "64", "--num_train_epochs", "1"]
