@@ -175,6 +175,7 @@ def gate(
 
 def _print_gate(outcomes: list[Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="gate")
@@ -183,5 +184,6 @@ def _print_gate(outcomes: list[Any]) -> None:
     for o in outcomes:
         sign = "<=" if o.rule.is_ceiling else ">="
         result = "[green]PASS[/green]" if o.passed else "[bold red]FAIL[/bold red]"
-        table.add_row(o.rule.name, f"{o.measured:.4g}", f"{sign} {o.rule.limit:g}", result, o.detail)
+        # escape: rule names carry their target in brackets, which rich would take for markup and drop
+        table.add_row(escape(o.rule.name), f"{o.measured:.4g}", f"{sign} {o.rule.limit:g}", result, escape(o.detail))
     Console(width=140).print(table)
