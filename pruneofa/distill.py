@@ -110,12 +110,13 @@ def _logits_of(output: object) -> torch.Tensor:
     raise PruneofaError(f"teacher returned {type(output).__name__}, expected logits")
 
 
-def teacher_logits(
+def logits_by_example(
     teacher: nn.Module, loader: Iterable[Mapping[str, torch.Tensor]], device: torch.device | str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Teacher logits for every batch: (example_ids int64 [N], logits float32 [N, C]) on the CPU.
+    """A model's logits for every batch: (example_ids int64 [N], logits float32 [N, C]) on the CPU.
 
-    Runs in eval mode (no dropout: the targets must be deterministic) and restores the previous mode.
+    Used for the teacher's cached targets and for dev evaluation. Runs in eval mode (no dropout: the outputs
+    must be deterministic) and restores the previous mode.
     """
     was_training = teacher.training
     teacher.eval()
@@ -125,14 +126,14 @@ def teacher_logits(
         with torch.inference_mode():
             for batch in loader:
                 if "example_id" not in batch:
-                    raise PruneofaError("teacher batches need an 'example_id' column to key the cached logits")
+                    raise PruneofaError("batches need an 'example_id' column to key the logits")
                 inputs = {k: batch[k].to(device) for k in MODEL_INPUT_KEYS if k in batch}
                 outs.append(_logits_of(teacher(**inputs)).float().cpu())
                 ids.append(torch.as_tensor(batch["example_id"]).to(torch.int64).cpu())
     finally:
         teacher.train(was_training)
     if not outs:
-        raise PruneofaError("teacher_logits got no batches: the training set is empty")
+        raise PruneofaError("no batches to score: the dataset is empty")
     return torch.cat(ids), torch.cat(outs)
 
 

@@ -6,7 +6,7 @@ samples, no drops) and the logits are reassembled by example id before scoring.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -15,17 +15,15 @@ from datasets import Dataset
 from torch import nn
 from torch.utils.data import DataLoader
 
-from pruneofa.distill import assemble_logits
+from pruneofa.distill import MODEL_INPUT_KEYS, assemble_logits, logits_by_example
 from pruneofa.metrics import compute_metrics
 from pruneofa.runtime import Runtime
 from pruneofa.tasks import TaskSpec
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
 
 def model_inputs(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """The tensors a HF encoder takes; labels and example ids stay behind."""
-    return {k: batch[k].to(device) for k in MODEL_INPUTS if k in batch}
+    return {k: batch[k].to(device) for k in MODEL_INPUT_KEYS if k in batch}
 
 
 def shard_loader(
@@ -36,31 +34,13 @@ def shard_loader(
     return DataLoader(shard, batch_size=batch_size, shuffle=False, collate_fn=collate)
 
 
-def _logits_and_ids(
-    model: nn.Module, loader: DataLoader, device: torch.device
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    for batch in loader:
-        logits = model(**model_inputs(batch, device)).logits
-        yield batch["example_id"].cpu(), logits.float().cpu()
-
-
-@torch.inference_mode()
 def predict(
-    model: nn.Module,
-    dataset: Dataset,
-    rt: Runtime,
-    batch_size: int,
-    collate: Callable[[list[dict[str, Any]]], Any],
+    model: nn.Module, dataset: Dataset, rt: Runtime, batch_size: int, collate: Callable[[list[dict[str, Any]]], Any]
 ) -> torch.Tensor:
-    """Logits for every example of `dataset` in order, on every rank."""
-    was_training = model.training
-    model.eval()
-    try:
-        pairs = list(_logits_and_ids(model, shard_loader(dataset, rt, batch_size, collate), rt.device))
-    finally:
-        model.train(was_training)
-    ids = torch.cat([p[0] for p in pairs]) if pairs else torch.empty(0, dtype=torch.long)
-    logits = torch.cat([p[1] for p in pairs]) if pairs else torch.empty(0)
+    """Logits for every example of `dataset` in order, on every rank (each rank scores its stride, then gather)."""
+    loader = shard_loader(dataset, rt, batch_size, collate)
+    empty = (torch.empty(0, dtype=torch.long), torch.empty(0))
+    ids, logits = logits_by_example(model, loader, rt.device) if len(loader) else empty
     gathered = rt.all_gather_objects((ids, logits))
     all_ids = torch.cat([g[0] for g in gathered])
     all_logits = torch.cat([g[1] for g in gathered if g[1].numel()])

@@ -64,11 +64,6 @@ def capture_masks(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]
         return {name: _param(model, name).detach() != 0 for name in names}
 
 
-def move_masks(masks: dict[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
-    """Masks on the training device, so that re-masking each step does not copy them across devices."""
-    return {name: mask.to(device) for name, mask in masks.items()}
-
-
 def apply_masks_(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
     """Zero every pruned weight in place (call after each optimizer step).
 

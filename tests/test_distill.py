@@ -16,9 +16,9 @@ from pruneofa.distill import (
     cache_key,
     distillation_loss,
     load_logits_cache,
+    logits_by_example,
     save_logits_cache,
     student_loss,
-    teacher_logits,
 )
 from pruneofa.errors import PruneofaError
 
@@ -121,7 +121,7 @@ def test_teacher_logits_match_direct_forward_and_restore_mode() -> None:
     teacher = tiny_bert(num_labels=3)
     teacher.train()
     loader = _loader(7, batch_size=3)
-    ids, logits = teacher_logits(teacher, loader, "cpu")
+    ids, logits = logits_by_example(teacher, loader, "cpu")
     assert teacher.training
     assert ids.dtype == torch.int64 and ids.tolist() == list(range(7))
     assert logits.dtype == torch.float32 and logits.shape == (7, 3)
