@@ -6,7 +6,7 @@
 
 For each shape: a dense FP32 classifier and its 90%-pruned int8 QAT copy (observers calibrated by a few train-mode
 forwards on real Rotten Tomatoes text, no weight updates) are saved as training folders, exported through
-`pruneofa.export` (ONNX + OpenVINO IR), and benchmarked: onnxruntime fp32/int8, OpenVINO fp32/int8 (f32 hint),
+`pruneofa.export.exporter` (ONNX + OpenVINO IR), and benchmarked: onnxruntime fp32/int8, OpenVINO fp32/int8 (f32 hint),
 torch eager fp32. Speed depends on shapes, zeros and precision, not on trained values, so untrained weights are
 fine here; accuracy is not measured. Prints the tables, then one JSON line (last line).
 
@@ -28,7 +28,7 @@ SHAPES = ("minilm", "bert-base")
 def dense_model(shape: str, tokenizer_dir: str) -> Any:
     from transformers import BertConfig
 
-    from pruneofa.bench_models import classifier
+    from pruneofa.bench.models import classifier
 
     if shape == "minilm":
         return classifier(tokenizer_dir, None, TASK)
@@ -38,10 +38,10 @@ def dense_model(shape: str, tokenizer_dir: str) -> Any:
 
 def build_exports(shape: str, root: Path, seq_len: int) -> Path:
     """root/{dense,sparse} training folders and root/{fp32,int8} exports; reused when already there."""
-    from pruneofa.bench_models import calibration_batches, save_training_output, sparse_int8
-    from pruneofa.builtin_data import build_rotten_tomatoes, default_cache_dir
-    from pruneofa.export import ExportConfig, export
-    from pruneofa.modeling import packaged_minilm_dir
+    from pruneofa.bench.models import calibration_batches, save_training_output, sparse_int8
+    from pruneofa.data.builtin import build_rotten_tomatoes, default_cache_dir
+    from pruneofa.export.exporter import ExportConfig, export
+    from pruneofa.models.loading import packaged_minilm_dir
 
     if (root / "int8" / "manifest.json").is_file() and (root / "fp32" / "manifest.json").is_file():
         return root
@@ -58,7 +58,7 @@ def build_exports(shape: str, root: Path, seq_len: int) -> Path:
 
 
 def table(shape: str, doc: dict[str, Any]) -> str:
-    from pruneofa.bench_report import RESULT_HEADER, SPEEDUP_HEADER, facts, result_rows, speedup_rows
+    from pruneofa.bench.report import RESULT_HEADER, SPEEDUP_HEADER, facts, result_rows, speedup_rows
 
     lines = [f"== {shape} =="]
     for header, rows in ((RESULT_HEADER, result_rows(doc)), (SPEEDUP_HEADER, speedup_rows(doc))):
@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
 
-    from pruneofa.bench import BenchConfig, run_bench
-    from pruneofa.bench_report import write_outputs
+    from pruneofa.bench.report import write_outputs
+    from pruneofa.bench.run import BenchConfig, run_bench
 
     cfg = BenchConfig(
         batch_sizes=tuple(int(b) for b in args.batch_sizes.split(",")),

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from pruneofa.modeling import resolve_model
+from pruneofa.models.loading import resolve_model
 
 
 def run(cmd: list[str]) -> float:

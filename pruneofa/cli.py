@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from pruneofa.commands import deploy, measure, pipeline, sparsify, train
-from pruneofa.errors import PruneofaError
+from pruneofa.core.errors import PruneofaError
 
 app = typer.Typer(
     name="pruneofa",
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="pruneofa")
     except PruneofaError as exc:
-        from pruneofa.runtime import rank_label
+        from pruneofa.training.distributed import rank_label
 
         typer.echo(f"error: {rank_label()}{exc}", err=True)
         sys.exit(2)

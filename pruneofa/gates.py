@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pruneofa.errors import PruneofaError
+from pruneofa.core.errors import PruneofaError
 
 LATENCY_STATS = ("min", "p50", "p90", "p99", "max")
 SECTIONS: dict[str, tuple[str, ...]] = {
@@ -173,7 +173,7 @@ def read_result(path: Path, flag: str) -> dict[str, Any]:
 
 def metric_value(doc: dict[str, Any], rules: Rules, flag: str) -> tuple[float, str]:
     """The gated metric of an eval JSON and where it was read (e.g. `validation.accuracy`)."""
-    from pruneofa.tasks import get_task
+    from pruneofa.data.tasks import get_task
 
     task = get_task(str(doc["task_name"]))
     split = rules.split or next((s for s in task.eval_splits if s in doc), task.eval_splits[0])
@@ -251,3 +251,32 @@ def failures(outcomes: list[Outcome]) -> list[str]:
         for o in outcomes
         if not o.passed
     ]
+
+
+# ---------------------------------------------------------------- the verb
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """What `gate` checks: rules as a TOML-shaped table (`rules`) and/or a rules file, against result files.
+
+    `rules` has the sections of this module's docstring, e.g. {"accuracy": {"max_drop": 0.01}}; where both are
+    given, `rules` adds to (and overrides) `rules_file`.
+    """
+
+    rules: dict[str, Any] = field(default_factory=dict)
+    rules_file: Path | None = None
+    eval_json: Path | None = None
+    reference_json: Path | None = None
+    bench_json: Path | None = None
+
+
+def check(cfg: GateConfig) -> list[Outcome]:
+    """Read the result files, apply every rule, return one outcome per rule (see `failures` for the failed)."""
+    given = parse_rules(cfg.rules, "flags")
+    rules = merge(load_rules_file(cfg.rules_file), given) if cfg.rules_file else given
+    docs = [
+        read_result(path, flag) if path is not None else None
+        for path, flag in ((cfg.eval_json, "--eval"), (cfg.reference_json, "--reference"), (cfg.bench_json, "--bench"))
+    ]
+    return evaluate(rules, *docs)

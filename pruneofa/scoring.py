@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from pruneofa.bundle import read_manifest
-from pruneofa.engines import ENGINES, Engine, EngineName, default_engine, open_engine
-from pruneofa.errors import ModelError, PruneofaError
-from pruneofa.files import read_json
-from pruneofa.tasks import TaskSpec, get_task
+from pruneofa.core.errors import ModelError, PruneofaError
+from pruneofa.core.files import read_json
+from pruneofa.data.tasks import TaskSpec, get_task
+from pruneofa.runtime.engines import ENGINES, Engine, EngineName, default_engine, open_engine
+from pruneofa.runtime.manifest import read_manifest
 
 if TYPE_CHECKING:
     import datasets
@@ -54,7 +54,7 @@ def dev_data_missing(task: TaskSpec, validation_file: Path | None) -> str | None
     """Why the dev set cannot be had right now (None when it can): GLUE needs the Hub or --validation_file."""
     if task.hub_dataset is None or validation_file is not None:
         return None
-    from pruneofa.hub import hub_offline_reason
+    from pruneofa.core.hub import hub_offline_reason
 
     reason = hub_offline_reason()
     return f"task {task.name!r} needs the Hub ({reason}) or --validation_file" if reason else None
@@ -69,8 +69,8 @@ def eval_splits(
     cache_dir: Path | None,
 ) -> dict[str, datasets.Dataset]:
     """Tokenized dev split(s) of `task`, the first `max_eval_samples` rows of each."""
-    from pruneofa.builtin_data import default_cache_dir
-    from pruneofa.data import load_raw_splits, select_first, tokenize_splits
+    from pruneofa.data.builtin import default_cache_dir
+    from pruneofa.data.loading import load_raw_splits, select_first, tokenize_splits
 
     cache = cache_dir or default_cache_dir()
     # With a validation file, pass it as the train file too: load_raw_splits then needs nothing from the Hub
@@ -134,7 +134,7 @@ def score(
     names: list[str],
 ) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
     """(metrics per split, logits per split) of one model."""
-    from pruneofa.metrics import compute_metrics
+    from pruneofa.data.metrics import compute_metrics
 
     metrics, logits = {}, {}
     for split, dataset in splits.items():
@@ -171,7 +171,7 @@ def evaluate_folder(folder: Path, cfg: EvalConfig) -> dict[str, Any]:
     """Dev metrics of a training output (torch) or an export folder (onnxruntime/OpenVINO), plus what ran."""
     from transformers import AutoTokenizer
 
-    from pruneofa.source import is_training_output, open_trained
+    from pruneofa.training.trained import is_training_output, open_trained
 
     task = get_task(cfg.task_name)
     if not folder.is_dir():

@@ -1,4 +1,5 @@
-"""Shared test set-up: an isolated cache so tests never touch ~/.cache/pruneofa, and offline Hub settings."""
+"""Shared test set-up: an isolated cache so tests never touch ~/.cache/pruneofa, offline Hub settings, and the
+session-scoped artefacts several test folders read (built once, on first use)."""
 
 from __future__ import annotations
 
@@ -24,3 +25,19 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop("PRUNEOFA_CACHE", None)
     else:
         os.environ["PRUNEOFA_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """root/{teacher,student,stage1,stage2} trained through the real CLI, root/{int8,fp32} exported (tiny_chain.py)."""
+    from tiny_chain import make_chain
+
+    return make_chain(tmp_path_factory.mktemp("tiny-chain"))
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """root/{dense,stage2} training folders and root/{fp32,int8} exports (onnx + openvino), untrained (~20 s)."""
+    from tiny_exports import make_exports
+
+    return make_exports(tmp_path_factory.mktemp("tiny-exports"))

@@ -11,7 +11,6 @@ import pytest
 
 from pruneofa import gates
 from pruneofa.cli import main
-from tests.tiny_exports import tiny_exports  # noqa: F401  (session fixture)
 
 
 def eval_doc(accuracy: float) -> dict[str, Any]:
@@ -153,7 +152,7 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert len(err) == 1 and "not valid TOML" in err[0]
 
 
-def test_ci_gate_on_the_tiny_model(tiny_exports: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+def test_ci_gate_on_the_tiny_model(tiny_exports: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """What a user's CI runs: eval the int8 and dense exports, bench them, gate on both files."""
     for name in ("int8", "fp32"):
         args = ["eval", str(tiny_exports / name), "--task_name", "rotten_tomatoes", "--max_eval_samples", "64"]

@@ -1,21 +1,20 @@
 """A dense FP32 export and a 90%-sparse int8 export of the built-in tiny BERT, made in-process in ~20 s without
-training (pruneofa.bench_models), shared by the bench and gate tests (session scope)."""
+training (pruneofa.bench.models), shared by the bench and gate tests
+(the `tiny_exports` session fixture in conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import pytest
 
 TASK = "rotten_tomatoes"
 SEQ = 32
 
 
 def make_exports(root: Path) -> Path:
-    from pruneofa.bench_inputs import dev_texts
-    from pruneofa.bench_models import calibration_batches, classifier, save_training_output, sparse_int8
-    from pruneofa.export import ExportConfig, export
-    from pruneofa.modeling import resolve_model
+    from pruneofa.bench.inputs import dev_texts
+    from pruneofa.bench.models import calibration_batches, classifier, save_training_output, sparse_int8
+    from pruneofa.export.exporter import ExportConfig, export
+    from pruneofa.models.loading import resolve_model
 
     tiny = resolve_model("tiny-bert")
     dense = classifier(tiny, None, TASK)
@@ -25,9 +24,3 @@ def make_exports(root: Path) -> Path:
     export(root / "dense", ExportConfig(output_dir=root / "fp32", verify=False))
     export(root / "stage2", ExportConfig(output_dir=root / "int8", verify=False))
     return root
-
-
-@pytest.fixture(scope="session")
-def tiny_exports(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """root/{dense,stage2} training folders and root/{fp32,int8} exports (onnx + openvino)."""
-    return make_exports(tmp_path_factory.mktemp("tiny-exports"))

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from pruneofa.commands.options import Task, opt
-from pruneofa.errors import PruneofaError
+from pruneofa.core.errors import PruneofaError
 
 
 def export(
@@ -39,8 +39,7 @@ def export(
     cache_dir: Annotated[Path | None, opt("--cache_dir", help="Built-in data cache.")] = None,
 ) -> None:
     """Export a trained model to ONNX (QDQ int8 or fp32) and OpenVINO IR, verified against torch on the dev set."""
-    from pruneofa.export import ExportConfig
-    from pruneofa.export import export as run_export
+    from pruneofa import ExportConfig, export_model
 
     cfg = ExportConfig(
         output_dir=output_dir,
@@ -53,7 +52,7 @@ def export(
         tolerance=tolerance,
         cache_dir=cache_dir,
     )
-    manifest = run_export(model, cfg)
+    manifest = export_model(model, cfg)
     for name, info in manifest["runtime"].items():
         typer.echo(f"{name}: {info['int8_matmuls']} int8 matmuls (of {info['quantized_linears']} Linears)")
     check = manifest["verification"]
@@ -85,7 +84,7 @@ def eval_(
     """Score a model on the task's dev set; prints the metrics JSON ({"validation": {"accuracy": ...}, ...})."""
     import json
 
-    from pruneofa.scoring import EvalConfig, evaluate_folder
+    from pruneofa import EvalConfig, evaluate
 
     cfg = EvalConfig(
         task_name=task_name,
@@ -96,10 +95,10 @@ def eval_(
         threads=threads,
         cache_dir=cache_dir,
     )
-    result = evaluate_folder(model, cfg)
+    result = evaluate(model, cfg)
     text = json.dumps(result, indent=2)
     if output is not None:
-        from pruneofa.files import write_json_atomic
+        from pruneofa.core.files import write_json_atomic
 
         write_json_atomic(output, result)
     typer.echo(text)
@@ -123,8 +122,9 @@ def predict(
     """
     import json
 
-    from pruneofa.engines import ENGINES
-    from pruneofa.predict import Predictor, predict_stream, read_rows
+    from pruneofa import Predictor
+    from pruneofa.runtime.engines import ENGINES
+    from pruneofa.runtime.predict import predict_stream, read_rows
 
     if engine is not None and engine not in ENGINES:
         raise PruneofaError(f"--engine {engine!r}: unknown; use one of {', '.join(ENGINES)}")

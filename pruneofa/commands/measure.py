@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from pruneofa.commands.options import opt
-from pruneofa.errors import PruneofaError
+from pruneofa.core.errors import PruneofaError
 
 
 def _int_list(text: str, flag: str) -> tuple[int, ...]:
@@ -52,8 +52,8 @@ def bench(
     overwrite: Annotated[bool, opt("--overwrite", help="Replace bench.* files in --output_dir.")] = False,
 ) -> None:
     """Time sparse-int8 against dense FP32 on onnxruntime, OpenVINO and torch, interleaved in one run."""
-    from pruneofa.bench import BenchConfig, run_bench
-    from pruneofa.bench_report import check_outputs, write_outputs
+    from pruneofa import BenchConfig, benchmark
+    from pruneofa.bench.report import check_outputs, write_outputs
 
     cfg = BenchConfig(
         batch_sizes=_int_list(batch_sizes, "--batch_sizes"),
@@ -71,7 +71,7 @@ def bench(
     )
     check_outputs(output_dir, overwrite)  # before minutes of measuring, not after
     with _progress_bar() as progress:
-        doc = run_bench(sparse_int8_export, baseline, cfg, progress)
+        doc = benchmark(sparse_int8_export, baseline, cfg, progress)
     _print_bench(doc)
     for path in write_outputs(doc, output_dir, overwrite):
         typer.echo(f"wrote {path}")
@@ -101,7 +101,7 @@ def _print_bench(doc: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from pruneofa.bench_report import RESULT_HEADER, SPEEDUP_HEADER, facts, result_rows, speedup_rows
+    from pruneofa.bench.report import RESULT_HEADER, SPEEDUP_HEADER, facts, result_rows, speedup_rows
 
     console = Console(width=140)
     for title, header, rows in (
@@ -140,7 +140,8 @@ def gate(
     ] = None,
 ) -> None:
     """Check eval/bench results against floors and ceilings: exit 0 when every rule passes, 1 when any fails."""
-    from pruneofa import gates
+    from pruneofa import GateConfig, gates
+    from pruneofa import gate as gate_verb
 
     table: dict[str, object] = {"accuracy": {}, "latency": {}, "throughput": {}, "speedup": {}}
     accuracy = {"min": min_accuracy, "max_drop": max_accuracy_drop}
@@ -157,13 +158,15 @@ def gate(
         table["throughput"] = {"min_seq_s": gates.flag_pairs(min_throughput, "--min_throughput")}
     if min_speedup:
         table["speedup"] = {"min": gates.flag_pairs(min_speedup, "--min_speedup")}
-    from_flags = gates.parse_rules({k: v for k, v in table.items() if v}, "flags")
-    merged = gates.merge(gates.load_rules_file(rules), from_flags) if rules else from_flags
-    docs = [
-        gates.read_result(path, flag) if path is not None else None
-        for path, flag in ((eval_json, "--eval"), (reference, "--reference"), (bench_json, "--bench"))
-    ]
-    outcomes = gates.evaluate(merged, *docs)
+    outcomes = gate_verb(
+        GateConfig(
+            rules={k: v for k, v in table.items() if v},
+            rules_file=rules,
+            eval_json=eval_json,
+            reference_json=reference,
+            bench_json=bench_json,
+        )
+    )
     _print_gate(outcomes)
     failed = gates.failures(outcomes)
     for line in failed:

@@ -23,13 +23,12 @@ def pipeline(
 ) -> None:
     """The whole flow in one command: teacher, sparse student (prune-once), stage 1, stage 2, export, eval, bench,
     gate, report. Finished steps are skipped on a re-run; changed ones are redone; a killed run continues."""
-    from pruneofa.pipeline import run_pipeline
-    from pruneofa.recipe import load_recipe
-    from pruneofa.runtime import runtime
+    from pruneofa import load_recipe, run_pipeline
 
     chosen = load_recipe(recipe)
-    with runtime(no_cuda=no_cuda) as rt:
-        state = run_pipeline(chosen, output_dir, rt, dry_run=dry_run, say=lambda line: typer.echo(line, err=True))
+    state = run_pipeline(
+        chosen, output_dir, dry_run=dry_run, no_cuda=no_cuda, say=lambda line: typer.echo(line, err=True)
+    )
     if dry_run:
         typer.echo(f"recipe {chosen.name!r} is valid; nothing was run")
         return

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from pruneofa.commands.options import opt
-from pruneofa.errors import PruneofaError
 
 
 def sparsify(
@@ -41,14 +40,14 @@ def sparsify(
 ) -> None:
     """Make a sparse pre-trained starting point from a dense model: one-shot magnitude pruning, or the gradual
     prune-once step (cubic schedule while distilling the dense model's hidden states on unlabeled text)."""
-    from pruneofa.prune_once import GradualConfig
-    from pruneofa.sparsify import sparsify as run_sparsify
+    from pruneofa import GradualConfig, SparsifyConfig
+    from pruneofa import sparsify as run_sparsify
 
-    if method not in ("magnitude", "gradual"):
-        raise PruneofaError(f"--method {method!r}: unknown; use magnitude or gradual")
-    gradual = GradualConfig(target=sparsity_level, steps=steps, prune_every=prune_every, learning_rate=learning_rate,
-                            batch_size=batch_size, max_seq_length=max_seq_length, seed=seed)  # fmt: skip
-    report = run_sparsify(model, output_dir, sparsity_level, method, text_file, gradual, overwrite_output_dir)  # type: ignore[arg-type]
+    schedule = GradualConfig(target=sparsity_level, steps=steps, prune_every=prune_every, learning_rate=learning_rate,
+                             batch_size=batch_size, max_seq_length=max_seq_length, seed=seed)  # fmt: skip
+    cfg = SparsifyConfig(output_dir=output_dir, sparsity=sparsity_level, method=method, text_file=text_file,  # type: ignore[arg-type]  # validated by SparsifyConfig
+                         schedule=schedule, overwrite_output_dir=overwrite_output_dir)  # fmt: skip
+    report = run_sparsify(model, cfg)
     for name, row in report["layers"].items():
         typer.echo(f"{row['sparsity']:7.2%}  {name}")
     gap = report.get("held_out_hidden_mse")

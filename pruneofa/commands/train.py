@@ -112,9 +112,8 @@ def train(
 ) -> None:
     """Fine-tune one stage: plain (teacher), stage 1 (--do_prune --do_distillation) or stage 2 (+ --do_quantization
     --resume STAGE1_DIR)."""
-    from pruneofa.config import TrainConfig
-    from pruneofa.runtime import runtime
-    from pruneofa.train import train as run_train
+    from pruneofa import TrainConfig
+    from pruneofa import train as run_train
 
     cfg = TrainConfig(
         task_name=task_name,
@@ -151,7 +150,6 @@ def train(
         checkpointing_steps=checkpointing_steps,
         resume_from_checkpoint=resume_from_checkpoint,
     )
-    with runtime(no_cuda=no_cuda, backend=ddp_backend) as rt:
-        result = run_train(cfg, rt)
-    if rt.is_main:
+    result = run_train(cfg, ddp_backend=ddp_backend)
+    if result.is_main:
         typer.echo(f"best epoch {result.best_epoch}: {result.best_metrics} -> {result.output_dir}")

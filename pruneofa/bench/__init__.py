@@ -1,0 +1,1 @@
+"""Benchmarking: engines timed side by side, interleaved -> a result document, its report and plot. No pass/fail."""

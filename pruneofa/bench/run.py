@@ -1,0 +1,289 @@
+"""`bench`: a sparse-int8 export against its dense-FP32 baseline on onnxruntime, OpenVINO and torch eager, timed
+side by side in one interleaved run -> a result dict (what bench.json holds). No pass/fail here: that is `gate`.
+
+Honesty rules: a variant that cannot run (no IR in a folder, no torch weights) is listed under `not_measured`
+with the reason, never estimated; speedups are ratios of the throughputs reported beside them; whether OpenVINO's
+sparse-weights kernel ran is read from its runtime model, with the CPU flags that explain why not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pruneofa.bench import inputs as bench_inputs
+from pruneofa.bench import runners as bench_runners
+from pruneofa.bench.timing import StopRule, Variant, latency_stats, speedups, time_variants
+from pruneofa.core import hardware
+from pruneofa.core.errors import ModelError, PruneofaError
+from pruneofa.core.files import read_json
+from pruneofa.runtime.engines import IR_XML, ONNX_FILE
+from pruneofa.runtime.manifest import read_manifest
+
+BENCH_FORMAT = "pruneofa-bench/1"
+BENCH_ENGINES = ("onnxruntime", "openvino", "torch")
+_MODEL_FILES = {"onnxruntime": ONNX_FILE, "openvino": IR_XML}
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    batch_sizes: tuple[int, ...] = (1, 8)
+    seq_len: int = 128
+    threads: int | None = None  # None: all physical cores
+    streams: int = 1
+    engines: tuple[str, ...] = BENCH_ENGINES
+    warmup: int = 3
+    iterations: int = 200
+    duration: float = 10.0
+    rounds: int = 5
+    sparse_rate: float = 0.5
+    torch_model: Path | None = None
+    cache_dir: Path | None = None
+    distinct_batches: int = 8
+
+    def __post_init__(self) -> None:
+        unknown = [e for e in self.engines if e not in BENCH_ENGINES]
+        if unknown or not self.engines:
+            raise PruneofaError(f"--engines {','.join(self.engines)}: use a comma list of {', '.join(BENCH_ENGINES)}")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise PruneofaError(f"--batch_sizes {self.batch_sizes}: give positive sizes, e.g. 1,8")
+        for flag, value in (("--seq_len", self.seq_len), ("--streams", self.streams), ("--rounds", self.rounds)):
+            if value < 1:
+                raise PruneofaError(f"{flag} {value}: must be at least 1")
+        if self.threads is not None and self.threads < 1:
+            raise PruneofaError(f"--threads {self.threads}: must be at least 1 (or left out for all physical cores)")
+        if self.iterations < 1 or self.duration <= 0 or self.warmup < 0:
+            raise PruneofaError("--iterations must be >= 1, --duration > 0 seconds and --warmup >= 0")
+        if not 0.0 <= self.sparse_rate <= 1.0:
+            raise PruneofaError(f"--sparse_rate {self.sparse_rate}: a zero fraction in [0, 1], e.g. 0.5")
+
+    def stop_rule(self) -> StopRule:
+        return StopRule(self.iterations, self.duration, min(self.rounds, self.iterations), self.warmup)
+
+
+@dataclass(frozen=True)
+class Models:
+    """The two export folders, and the torch source (None: torch not measured, `torch_note` says why)."""
+
+    sparse: Path
+    baseline: Path
+    torch_source: Path | None
+    torch_note: str
+    baseline_given: Path  # what the user passed: an export folder, or a training folder bench exported
+
+
+def export_folder(path: Path, role: str, precision: str) -> dict[str, Any]:
+    """The manifest of a `pruneofa export` folder of the expected precision, or a one-line error."""
+    if not path.exists():
+        raise ModelError(f"{role} {path}: no such folder; pass a folder written by `pruneofa export`")
+    manifest = read_manifest(path) if path.is_dir() else None
+    if manifest is None:
+        raise ModelError(f"{role} {path}: no manifest.json, so not a `pruneofa export` folder; export it first")
+    if manifest.get("precision") != precision:
+        raise ModelError(
+            f"{role} {path}: is a {manifest.get('precision')} export; {role} must be the {precision} one"
+            + (" (export the stage-2 model)" if precision == "int8" else " (export the dense/teacher model)")
+        )
+    return manifest
+
+
+def torch_source(manifest: dict[str, Any], override: Path | None) -> tuple[Path | None, str]:
+    """Where torch's float weights come from: --torch_model, else the baseline's recorded training folder."""
+    from pruneofa.training.trained import is_training_output
+
+    if override is not None:
+        if not is_training_output(override):
+            raise ModelError(f"--torch_model {override}: not a `pruneofa train` output (no pruneofa.json)")
+        return override, "--torch_model"
+    recorded = (manifest.get("source") or {}).get("folder")
+    if recorded and is_training_output(Path(recorded)):
+        return Path(recorded), "the baseline manifest's source folder"
+    return None, f"no torch weights: the baseline's source folder {recorded!r} is gone; pass --torch_model TRAIN_DIR"
+
+
+@contextlib.contextmanager
+def resolve_models(sparse: Path, baseline: Path, cfg: BenchConfig) -> Iterator[tuple[Models, dict[str, Any]]]:
+    """Both exports checked; a dense training output as --baseline is exported to fp32 in a temp folder first."""
+    from pruneofa.training.trained import is_training_output
+
+    manifests = {"sparse": export_folder(sparse, "SPARSE_INT8_EXPORT", "int8")}
+    with tempfile.TemporaryDirectory(prefix="pruneofa-bench-") as tmp:
+        exported = baseline.is_dir() and is_training_output(baseline)
+        if exported:
+            from pruneofa.export.exporter import ExportConfig, export
+
+            target = Path(tmp) / "baseline-fp32"
+            export(baseline, ExportConfig(output_dir=target, precision="fp32", verify=False))
+            baseline_folder = target
+        else:
+            baseline_folder = baseline
+        manifests["baseline"] = export_folder(baseline_folder, "--baseline", "fp32")
+        source, note = torch_source(manifests["baseline"], cfg.torch_model or (baseline if exported else None))
+        if source is None and "torch" in cfg.engines:
+            note = f"not measured: {note}"
+        yield Models(sparse, baseline_folder, source, note, baseline), manifests
+
+
+def check_compatible(manifests: dict[str, dict[str, Any]], models: Models, seq_len: int) -> list[str]:
+    """Same model inputs, vocabulary and label count on both sides, and seq_len within the position table."""
+    sparse, base = manifests["sparse"], manifests["baseline"]
+    names = list(sparse.get("inputs") or {})
+    if names != list(base.get("inputs") or {}):
+        raise ModelError(
+            f"the models take different inputs: {models.sparse} {names} vs {models.baseline} "
+            f"{list(base.get('inputs') or {})}; benchmark exports of the same architecture"
+        )
+    vocab = [bench_inputs.load_tokenizer(f).get_vocab_size() for f in (models.sparse, models.baseline)]
+    if vocab[0] != vocab[1]:
+        raise ModelError(
+            f"the models have different vocabularies ({vocab[0]} vs {vocab[1]} tokens); same tokenizer needed"
+        )
+    if len(sparse.get("labels") or {}) != len(base.get("labels") or {}):
+        raise ModelError("the models have different label counts; benchmark two models of the same task")
+    for folder in (models.sparse, models.baseline):
+        limit = int(read_json(folder / "config.json").get("max_position_embeddings") or seq_len)
+        if seq_len > limit:
+            raise PruneofaError(f"--seq_len {seq_len}: {folder} has only {limit} positions; use at most {limit}")
+    return names
+
+
+def model_sizes(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Raw and gzip bytes of each model file, from the manifest (the .xml + .bin pair counted together)."""
+    files = manifest.get("files") or {}
+    out: dict[str, Any] = {}
+    for label, names in (("onnx", [ONNX_FILE]), ("openvino", [IR_XML, IR_XML.replace(".xml", ".bin")])):
+        entries = [files[n] for n in names if n in files]
+        if entries:
+            out[label] = {
+                "bytes": sum(e["bytes"] for e in entries),
+                "gzip_bytes": sum(e["gzip_bytes"] for e in entries),
+            }
+    return out
+
+
+def load_runners(
+    models: Models, cfg: BenchConfig, threads: int, cpu: dict[str, Any], names: list[str]
+) -> tuple[dict[str, bench_runners.Loaded], dict[str, str]]:
+    """Every (engine, precision) that can run, and for the rest the reason it was not measured."""
+    loaded: dict[str, bench_runners.Loaded] = {}
+    skipped: dict[str, str] = {}
+    for engine in cfg.engines:
+        if engine == "torch":
+            if models.torch_source is None:
+                skipped["torch-fp32"] = models.torch_note
+            else:
+                loaded["torch-fp32"] = bench_runners.load_torch(models.torch_source, threads, names)
+            continue
+        for precision, folder in (("int8", models.sparse), ("fp32", models.baseline)):
+            key = f"{engine}-{precision}"
+            if not (folder / _MODEL_FILES[engine]).is_file():
+                skipped[key] = f"not measured: no {_MODEL_FILES[engine]} in {folder}"
+            elif engine == "onnxruntime":
+                loaded[key] = bench_runners.load_onnxruntime(folder, threads)
+            else:
+                rate = cfg.sparse_rate if precision == "int8" else None
+                loaded[key] = bench_runners.load_openvino(folder, threads, cfg.streams, rate, cpu)
+    return loaded, skipped
+
+
+def run_bench(
+    sparse: Path, baseline: Path, cfg: BenchConfig, progress: Callable[[str, int, int], None] | None = None
+) -> dict[str, Any]:
+    """Measure every variant in one interleaved run and return the bench.json document."""
+    cpu = hardware.cpu_info()
+    threads = cfg.threads or hardware.default_threads(cpu)
+    with resolve_models(sparse, baseline, cfg) as (models, manifests):
+        names = check_compatible(manifests, models, cfg.seq_len)
+        loaded, skipped = load_runners(models, cfg, threads, cpu, names)
+        if not loaded:
+            raise PruneofaError("nothing to measure: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+        texts = bench_inputs.dev_texts(cfg.cache_dir)
+        feeds = {
+            b: bench_inputs.token_batches(models.sparse, texts, cfg.seq_len, b, cfg.distinct_batches, names)
+            for b in cfg.batch_sizes
+        }
+        variants = [Variant(*_split(key), b) for b in cfg.batch_sizes for key in loaded]
+        runners = {key: item.run for key, item in loaded.items()}
+        latencies, order = time_variants(variants, runners, feeds, cfg.stop_rule(), progress)
+        for item in loaded.values():  # kernels as they ran (chosen at the first inference), not as compiled
+            if item.refresh is not None:
+                item.info.update(item.refresh(), kernels_read="after the timed runs")
+        return _document(cfg, threads, cpu, models, manifests, loaded, skipped, variants, latencies, order, feeds)
+
+
+def _document(
+    cfg: BenchConfig,
+    threads: int,
+    cpu: dict[str, Any],
+    models: Models,
+    manifests: dict[str, dict[str, Any]],
+    loaded: dict[str, bench_runners.Loaded],
+    skipped: dict[str, str],
+    variants: list[Variant],
+    latencies: dict[str, list[float]],
+    order: list[list[str]],
+    feeds: dict[int, Any],
+) -> dict[str, Any]:
+    from pruneofa.core.versions import package_versions
+
+    results = {
+        v.key: {
+            "engine": v.engine,
+            "precision": v.precision,
+            "batch": v.batch,
+            **latency_stats(latencies[v.key], v.batch),
+        }
+        for v in variants
+    }
+    ov_int8 = loaded.get("openvino-int8")
+    return {
+        "format": BENCH_FORMAT,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "config": {**_config_json(cfg), "threads": threads, "threads_default": cfg.threads is None},
+        "stop_rule": asdict(cfg.stop_rule()),
+        "inputs": bench_inputs.describe_inputs(feeds[cfg.batch_sizes[0]], cfg.seq_len),
+        "models": _models_json(models, manifests),
+        "cpu": cpu,
+        "versions": package_versions(),
+        "engines": {key: item.info for key, item in loaded.items()},
+        "openvino_sparse_weights": (ov_int8.info.get("sparse_weights") if ov_int8 else None)
+        or {"status": "not measured", "note": skipped.get("openvino-int8", "openvino not requested")},
+        "round_order": order,
+        "results": results,
+        "speedups": speedups(results, cfg.batch_sizes),
+        "not_measured": skipped,
+    }
+
+
+def _split(model_key: str) -> tuple[str, str]:
+    engine, _, precision = model_key.partition("-")
+    return engine, precision
+
+
+def _config_json(cfg: BenchConfig) -> dict[str, Any]:
+    data = asdict(cfg)
+    return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in data.items()}
+
+
+def _models_json(models: Models, manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    def entry(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "folder": str(folder),
+            "precision": manifest.get("precision"),
+            "sparsity": (manifest.get("sparsity") or {}).get("overall"),
+            "sizes": model_sizes(manifest),
+        }
+
+    baseline = entry(models.baseline_given, manifests["baseline"])
+    if models.baseline_given != models.baseline:
+        baseline["exported_by_bench"] = "fp32 export of this training folder into a temp folder, unverified"
+    return {
+        "sparse_int8": entry(models.sparse, manifests["sparse"]),
+        "dense_fp32": baseline,
+        "torch_fp32": {"folder": str(models.torch_source) if models.torch_source else None, "from": models.torch_note},
+    }

@@ -1,0 +1,1 @@
+"""Compression: the sparsity pattern lock, pruners (one-shot, prune-once), int8 QAT, distillation losses."""

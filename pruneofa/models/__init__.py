@@ -1,0 +1,1 @@
+"""Models: resolve and load students, teachers and tokenizers; the atomic model folder with its pruneofa.json."""

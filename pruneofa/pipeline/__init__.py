@@ -1,0 +1,1 @@
+"""The whole flow from one recipe: fingerprinted steps (train, sparsify, export, bench, gate), state and report."""

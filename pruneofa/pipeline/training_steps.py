@@ -1,0 +1,118 @@
+"""The pipeline's training steps: dense teacher, sparse student (prune-once), stage 1 and stage 2."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from pruneofa.pipeline.recipe import Recipe, StageSection
+from pruneofa.pipeline.step import Step
+from pruneofa.training.config import TrainConfig
+from pruneofa.training.distributed import Runtime
+
+
+def data_args(recipe: Recipe) -> dict[str, Any]:
+    d = recipe.data
+    return {
+        "task_name": d.task_name,
+        "max_seq_length": d.max_seq_length,
+        "batch_size": d.batch_size,
+        "seed": d.seed,
+        "max_train_samples": d.max_train_samples,
+        "max_eval_samples": d.max_eval_samples,
+        "train_file": Path(d.train_file) if d.train_file else None,
+        "validation_file": Path(d.validation_file) if d.validation_file else None,
+    }
+
+
+def run_train_step(cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
+    """Train, continuing from the step's own checkpoint when a killed run left one for the same arguments."""
+    from pruneofa.core.errors import ModelError
+    from pruneofa.training.stage import train
+    from pruneofa.training.state import find_checkpoint
+
+    try:
+        checkpoint: Path | None = find_checkpoint(cfg.output_dir)
+    except ModelError:
+        checkpoint = None
+    if checkpoint is not None:  # an interrupted run of this very step (the fingerprint matched)
+        result = train(dataclasses.replace(cfg, resume_from_checkpoint=cfg.output_dir), rt)
+    else:
+        result = train(dataclasses.replace(cfg, overwrite_output_dir=True), rt)
+    return {"best_epoch": result.best_epoch, "metrics": result.best_metrics}
+
+
+def stage_config(recipe: Recipe, stage: StageSection, out: Path, student: str, teacher: str) -> TrainConfig:
+    return TrainConfig(
+        output_dir=out,
+        model_name_or_path=student,
+        teacher_model_name_or_path=teacher,
+        do_prune=True,
+        do_distillation=True,
+        learning_rate=stage.learning_rate,
+        num_train_epochs=stage.epochs,
+        temperature=stage.temperature,
+        loss_weights=stage.loss_weights,
+        pad_to_max_length=stage.pad_to_max_length,
+        **data_args(recipe),
+    )
+
+
+def teacher_step(recipe: Recipe, root: Path, rt: Runtime) -> Step:
+    out = root / "teacher"
+    t = recipe.teacher
+    if t.path:  # a teacher fine-tuned elsewhere: imported as a scored training folder, so it can be exported
+        from pruneofa.training.teacher_import import import_teacher
+
+        return Step(
+            "teacher",
+            {"path": t.path, "data": data_args(recipe)},
+            out,
+            lambda: import_teacher(t.path or "", recipe.data.task_name, out, data_args(recipe), rt),
+        )
+    cfg = TrainConfig(
+        output_dir=out,
+        model_name_or_path=t.model,
+        learning_rate=t.learning_rate,
+        num_train_epochs=t.epochs,
+        **data_args(recipe),
+    )
+    return Step(
+        "teacher",
+        {"teacher": recipe.section_json("teacher"), "data": data_args(recipe)},
+        out,
+        lambda: run_train_step(cfg, rt),
+    )
+
+
+def student_step(recipe: Recipe, root: Path) -> Step | None:
+    s = recipe.student
+    if s.path:
+        return None
+
+    def run() -> dict[str, Any]:
+        from pruneofa.compress.prune_once import GradualConfig
+        from pruneofa.compress.sparsify import SparsifyConfig, sparsify
+
+        gradual = GradualConfig(
+            target=s.sparsity,
+            steps=s.steps,
+            prune_every=s.prune_every,
+            learning_rate=s.learning_rate,
+            batch_size=s.batch_size,
+            max_seq_length=recipe.data.max_seq_length,
+            seed=recipe.data.seed,
+        )
+        cfg = SparsifyConfig(
+            output_dir=root / "student",
+            sparsity=s.sparsity,
+            method=s.method,  # type: ignore[arg-type]  # validated by the recipe
+            text_file=s.text_file,
+            schedule=gradual,
+            overwrite_output_dir=True,
+        )
+        report = sparsify(s.dense_model, cfg)
+        return {k: report.get(k) for k in ("method", "overall", "held_out_hidden_mse")}
+
+    return Step("student", {"student": recipe.section_json("student")}, root / "student", run)

@@ -1,0 +1,260 @@
+"""One thin inference layer over onnxruntime and OpenVINO, shared by `eval`, `predict` and `bench`.
+
+An engine takes the exported folder's inputs (int64 arrays by name) and returns logits, and can describe itself:
+version, threads, precision hint, and how many matmuls really run in int8 in the graph the engine executes
+(onnxruntime's optimized graph, OpenVINO's compiled runtime model), so "int8" is measured, never assumed.
+
+No torch and no transformers here: the edge runtime (`predict`) runs on this module, numpy and `tokenizers` only.
+The engine libraries are imported inside the functions that need them, so importing this module is instant.
+"""
+
+from __future__ import annotations
+
+import collections
+import tempfile
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from pruneofa.core.errors import ModelError
+
+EngineName = Literal["onnxruntime", "openvino"]
+ENGINES: tuple[EngineName, ...] = ("onnxruntime", "openvino")
+ONNX_FILE = "model.onnx"
+IR_XML = "openvino_model.xml"
+IR_BIN = "openvino_model.bin"
+# ORT's MatMulAddFusion turns the 2-D pooler/classifier MatMul+Add into a float Gemm before its QDQ fusions run,
+# which leaves those two Linears in fp32. Every session here (verification, eval, predict, bench) disables it,
+# so what runs is what export verified.
+ORT_DISABLED_OPTIMIZERS = ("MatMulAddFusion",)
+# Kernels that consume int8/uint8 operands in ORT's optimized graph.
+_ORT_INT8_OPS = ("MatMulIntegerToFloat", "MatMulInteger", "DynamicQuantizeMatMul", "QGemm", "QLinearMatMul")
+_OV_MATMUL_TYPES = ("FullyConnected", "MatMul")
+
+
+class Engine(Protocol):
+    """What eval, predict and bench need from a runtime."""
+
+    @property
+    def input_names(self) -> list[str]: ...
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Logits [batch, labels] for int64 feeds keyed by input name (extra keys are ignored)."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Engine, version, threads, precision, int8 matmul count of the executed graph."""
+        ...
+
+
+def model_file(folder: Path, engine: EngineName) -> Path:
+    """The model file `engine` runs from an export folder (or the file itself when given one)."""
+    if folder.is_file():
+        return folder
+    name = ONNX_FILE if engine == "onnxruntime" else IR_XML
+    path = folder / name
+    if not path.is_file():
+        other = (
+            " (it has the other format: pass the other --engine)"
+            if any((folder / n).is_file() for n in (ONNX_FILE, IR_XML))
+            else ""
+        )
+        raise ModelError(f"{folder}: no {name} for engine {engine}{other}; pass a folder written by `pruneofa export`")
+    return path
+
+
+def default_engine(folder: Path) -> EngineName:
+    """onnxruntime when the folder has model.onnx, else OpenVINO when it has the IR."""
+    if (folder / ONNX_FILE).is_file() or folder.suffix == ".onnx":
+        return "onnxruntime"
+    if (folder / IR_XML).is_file() or folder.suffix == ".xml":
+        return "openvino"
+    raise ModelError(f"{folder}: neither {ONNX_FILE} nor {IR_XML}; pass a folder written by `pruneofa export`")
+
+
+def open_engine(folder: Path, engine: EngineName, threads: int | None = None, precision: str | None = "f32") -> Engine:
+    """Load the exported model in `engine` on CPU.
+
+    threads: intra-op threads (None: the engine's default). precision: OpenVINO's INFERENCE_PRECISION_HINT;
+    "f32" by default because OpenVINO otherwise runs float layers in bf16 on CPUs that have it, which is not the
+    model that was verified (None keeps the device default). onnxruntime always computes float layers in fp32.
+    """
+    if threads is not None and threads < 1:
+        raise ModelError(f"threads {threads}: must be at least 1 (or left out for the engine default)")
+    path = model_file(folder, engine)
+    if engine == "onnxruntime":
+        return OrtEngine(path, threads)
+    if engine == "openvino":
+        return OpenVinoEngine(path, threads, precision)
+    raise ModelError(f"engine {engine!r}: unknown; use one of {', '.join(ENGINES)}")
+
+
+# ---------------------------------------------------------------- onnxruntime
+
+
+def ort_session_options(threads: int | None, optimized_model_path: Path | None = None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # warnings about unused initializers etc. are not the user's business
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    if optimized_model_path is not None:
+        options.optimized_model_filepath = str(optimized_model_path)
+    return options
+
+
+def ort_session(path: Path, threads: int | None, optimized_model_path: Path | None = None) -> Any:
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(
+            str(path),
+            ort_session_options(threads, optimized_model_path),
+            providers=["CPUExecutionProvider"],
+            disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS),
+        )
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types for a corrupt file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ModelError(f"{path}: onnxruntime cannot load it ({first}); re-run `pruneofa export`") from None
+
+
+def ort_optimized_op_counts(path: Path, threads: int | None = None) -> collections.Counter[str]:
+    """Op types of the graph onnxruntime actually executes (its optimized graph, same options as every session)."""
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="pruneofa-ort-") as tmp:
+        optimized = Path(tmp) / "optimized.onnx"
+        ort_session(path, threads, optimized)
+        graph = onnx.load(str(optimized), load_external_data=False).graph
+        return collections.Counter(node.op_type for node in graph.node)
+
+
+def int8_op_count(ops: collections.Counter[str]) -> int:
+    return sum(n for op, n in ops.items() if op in _ORT_INT8_OPS)
+
+
+class OrtEngine:
+    def __init__(self, path: Path, threads: int | None) -> None:
+        self.path = path
+        self.threads = threads
+        self.session = ort_session(path, threads)
+        self._inputs = [i.name for i in self.session.get_inputs()]
+        self._int8: int | None = None
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._inputs)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        logits = self.session.run(["logits"], {k: feeds[k].astype(np.int64) for k in self._inputs})[0]
+        return np.asarray(logits, dtype=np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        if self._int8 is None:  # one more session build: only when asked
+            self._int8 = int8_op_count(ort_optimized_op_counts(self.path, self.threads))
+        return {
+            "engine": "onnxruntime",
+            "version": ort.__version__,
+            "model": str(self.path),
+            "threads": self.threads,
+            "precision_hint": None,
+            "disabled_optimizers": list(ORT_DISABLED_OPTIMIZERS),
+            "int8_matmuls": self._int8,
+            "sparse_kernels": 0,  # ORT's CPU provider has no sparse-weight kernels
+        }
+
+
+# ---------------------------------------------------------------- OpenVINO
+
+
+def openvino_runtime_layers(compiled: Any) -> list[dict[str, str]]:
+    """(name, layer type, runtime precision, primitive type) of every node of the compiled runtime model."""
+    rows = []
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+
+        def get(key: str, info: Any = info) -> str:
+            return str(info[key].astype(str)) if key in info else ""
+
+        rows.append(
+            {
+                "name": op.get_friendly_name(),
+                "layer_type": get("layerType"),
+                "runtime_precision": get("runtimePrecision"),
+                "primitive_type": get("primitiveType"),
+            }
+        )
+    return rows
+
+
+def openvino_int8_matmuls(layers: list[dict[str, str]]) -> tuple[int, int]:
+    """(int8 FullyConnected/MatMul count, how many of them use a sparse-weights kernel)."""
+    int8 = [
+        row
+        for row in layers
+        if row["layer_type"] in _OV_MATMUL_TYPES
+        and (row["runtime_precision"].upper() in ("I8", "U8") or "i8" in row["primitive_type"].lower())
+    ]
+    return len(int8), sum("sparse" in row["primitive_type"].lower() for row in int8)
+
+
+class OpenVinoEngine:
+    def __init__(self, path: Path, threads: int | None, precision: str | None) -> None:
+        import openvino as ov
+
+        self.path = path
+        self.threads = threads
+        self.precision = precision
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if precision is not None:
+            config["INFERENCE_PRECISION_HINT"] = precision
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            core = ov.Core()
+            self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        except Exception as exc:  # OpenVINO raises RuntimeError with multi-line text for any bad model or option
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ModelError(f"{path}: OpenVINO cannot load it ({first}); re-run `pruneofa export`") from None
+        self.request = self.compiled.create_infer_request()
+        self._inputs = [port.get_any_name() for port in self.compiled.inputs]
+        self._ran = False
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self._inputs)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        self.request.infer({k: feeds[k].astype(np.int64) for k in self._inputs})
+        self._ran = True
+        return np.array(self.request.get_tensor("logits").data, dtype=np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        import openvino as ov
+
+        if not self._ran:
+            # A dynamic-shape model gets its kernels at the first inference; before it they all read `undef_*`.
+            self.run({name: np.ones((1, 8), dtype=np.int64) for name in self._inputs})
+        int8, sparse = openvino_int8_matmuls(openvino_runtime_layers(self.compiled))
+        return {
+            "engine": "openvino",
+            "version": ov.get_version(),
+            "model": str(self.path),
+            "threads": self.threads,
+            "precision_hint": self.precision,
+            "inference_precision": _type_name(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
+            "int8_matmuls": int8,
+            "sparse_kernels": sparse,
+        }
+
+
+def _type_name(value: Any) -> str:
+    """OpenVINO element types print as "<Type: 'float32'>"; their short name ("f32") is what the hint takes."""
+    name = getattr(value, "get_type_name", None)
+    return str(name()) if callable(name) else str(value)

@@ -1,0 +1,1 @@
+"""Training: one stage read top to bottom, its inputs and resumable state, the process-group runtime, dev eval."""

@@ -1,0 +1,186 @@
+"""What one training stage works on: the student (fresh or resumed), tokenized data, and the teacher's logits.
+
+The teacher runs once over the training set (sharded across ranks, gathered) and its logits are cached on disk,
+keyed by everything that changes them: teacher weights, task, data content, max length, padding and tokenizer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from pruneofa.compress import sparsity
+from pruneofa.compress.distillation import cache_key, load_logits_cache, save_logits_cache
+from pruneofa.compress.quantization import QuantConfig, load_quant_state_, prepare_qat_
+from pruneofa.core.errors import ModelError
+from pruneofa.data.builtin import default_cache_dir
+from pruneofa.data.loading import load_raw_splits, make_collator, select_first, split_fingerprint, tokenize_splits
+from pruneofa.data.tasks import TaskSpec, get_task
+from pruneofa.models.folder import load_quant_state, read_meta, resolve_resume, verify_files
+from pruneofa.models.loading import (
+    check_same_vocabulary,
+    load_classifier,
+    load_teacher,
+    load_tokenizer,
+    resolve_model,
+)
+from pruneofa.training.config import TrainConfig
+from pruneofa.training.distributed import Runtime
+from pruneofa.training.evaluation import evaluate, predict
+
+
+@dataclass
+class StageInputs:
+    task: TaskSpec
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    train: Dataset
+    eval_splits: dict[str, Dataset]
+    collate: Callable[[list[dict[str, Any]]], Any]
+    prunable: list[str]
+    sparsity_start: dict[str, dict[str, Any]]
+    teacher_logits: torch.Tensor | None
+    teacher_metrics: dict[str, dict[str, float]] | None
+    resumed_from: Path | None
+
+
+def _same_model_ref(a: str, b: str) -> bool:
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if pa.exists() and pb.exists():
+        return pa.resolve() == pb.resolve()
+    return a == b
+
+
+def load_student(cfg: TrainConfig, task: TaskSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Path | None]:
+    """The model to train: from --resume (the previous stage's folder) or from --model_name_or_path."""
+    if cfg.resume is None:
+        path = resolve_model(cfg.model_name_or_path, cfg.cache_dir)
+        return load_classifier(path, task, "model"), load_tokenizer(path, cfg.use_slow_tokenizer), None
+    folder = resolve_resume(cfg.resume)
+    meta = read_meta(folder)
+    verify_files(folder, meta)
+    if meta.get("task_name") != task.name:
+        raise ModelError(
+            f"--resume {cfg.resume}: trained on task {meta.get('task_name')!r}, not {task.name!r}; "
+            "resume from a run of the same task"
+        )
+    recorded = str(meta.get("model_name_or_path", ""))
+    if recorded and not _same_model_ref(recorded, cfg.model_name_or_path):
+        raise ModelError(
+            f"--resume {cfg.resume}: was trained from {recorded!r} but --model_name_or_path is "
+            f"{cfg.model_name_or_path!r}; pass the same model as the previous stage"
+        )
+    model = load_classifier(str(folder), task, "resumed model")
+    qstate = load_quant_state(folder)
+    if qstate is not None:
+        if not cfg.do_quantization:
+            raise ModelError(
+                f"--resume {cfg.resume}: is a quantization-aware (stage 2) model; pass --do_quantization to go on "
+                "training it, or resume from the stage-1 folder"
+            )
+        prepare_qat_(model, QuantConfig())
+        load_quant_state_(model, qstate)
+    return model, load_tokenizer(str(folder), cfg.use_slow_tokenizer), folder
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(f"{type(tokenizer).__name__}|{text}".encode()).hexdigest()
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """Content hash of the weights: two teachers with equal weights share a cache entry, whatever their path."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def load_data(
+    cfg: TrainConfig, task: TaskSpec, tokenizer: PreTrainedTokenizerBase, rt: Runtime
+) -> tuple[Dataset, dict[str, Dataset], str]:
+    """Tokenized train and eval splits; rank 0 builds any cache first, the other ranks then read it."""
+    cache_dir = cfg.cache_dir or default_cache_dir()
+    with rt.local_main_first():
+        raw = load_raw_splits(task, cfg.train_file, cfg.validation_file, cache_dir)
+    missing = [s for s in ("train", task.eval_splits[0]) if s not in raw]
+    if missing:
+        raise ModelError(
+            f"task {task.name!r}: the data has no {missing[0]!r} split; pass it with --train_file/--validation_file"
+        )
+    raw["train"] = select_first(raw["train"], cfg.max_train_samples)
+    for split in task.eval_splits:
+        if split in raw:
+            raw[split] = select_first(raw[split], cfg.max_eval_samples)
+    data_id = split_fingerprint(raw["train"])
+    tokenized = tokenize_splits(raw, tokenizer, task, cfg.max_seq_length, cfg.pad_to_max_length)
+    evals = {s: tokenized[s] for s in task.eval_splits if s in tokenized}
+    return tokenized["train"], evals, data_id
+
+
+def teacher_side(
+    cfg: TrainConfig, inputs: StageInputs, data_id: str, rt: Runtime
+) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
+    """Load and check the teacher, score it on dev (as the reference does), and get its train logits."""
+    assert cfg.teacher_model_name_or_path is not None  # guaranteed by TrainConfig validation
+    with rt.local_main_first():
+        path = resolve_model(cfg.teacher_model_name_or_path, cfg.cache_dir)
+    teacher_tokenizer = load_tokenizer(path, cfg.use_slow_tokenizer)
+    check_same_vocabulary(inputs.tokenizer, teacher_tokenizer, cfg.teacher_model_name_or_path)
+    teacher: torch.nn.Module = load_teacher(path, inputs.task)
+    teacher.to(rt.device)
+    metrics = evaluate(teacher, inputs.eval_splits, inputs.task, rt, cfg.batch_size, inputs.collate)
+    rt.print0(f"[pruneofa] teacher {cfg.teacher_model_name_or_path}: {json.dumps(metrics)}")
+    digest, key = cache_key(
+        teacher=model_fingerprint(teacher),
+        task=inputs.task.name,
+        data=data_id,
+        max_seq_length=str(cfg.max_seq_length),
+        pad_to_max_length=str(cfg.pad_to_max_length),
+        tokenizer=tokenizer_fingerprint(inputs.tokenizer),
+    )
+    cache_file = (cfg.cache_dir or default_cache_dir()) / "teacher_logits" / f"{digest}.safetensors"
+    logits = load_logits_cache(cache_file, key)
+    # Every rank must agree on whether to compute: a cache visible to some ranks only (no shared disk) is redone.
+    if logits is None or not all(rt.all_gather_objects(logits is not None)):
+        logits = predict(teacher, inputs.train, rt, cfg.batch_size, inputs.collate)
+        if rt.is_main:
+            save_logits_cache(cache_file, logits, key)
+    else:
+        rt.print0(f"[pruneofa] teacher logits from cache {cache_file}")
+    del teacher
+    return logits, metrics
+
+
+def prepare_stage(cfg: TrainConfig, rt: Runtime) -> StageInputs:
+    task = get_task(cfg.task_name)
+    with rt.local_main_first():  # a built-in model may be materialized into the cache on first use
+        model, tokenizer, resumed_from = load_student(cfg, task)
+    train, evals, data_id = load_data(cfg, task, tokenizer, rt)
+    prunable = sparsity.prunable_weight_names(model)
+    inputs = StageInputs(
+        task=task,
+        model=model,
+        tokenizer=tokenizer,
+        train=train,
+        eval_splits=evals,
+        collate=make_collator(tokenizer, cfg.pad_to_max_length),
+        prunable=prunable,
+        sparsity_start=sparsity.sparsity_report(model, prunable),
+        teacher_logits=None,
+        teacher_metrics=None,
+        resumed_from=resumed_from,
+    )
+    if cfg.do_distillation:
+        inputs.teacher_logits, inputs.teacher_metrics = teacher_side(cfg, inputs, data_id, rt)
+    return inputs

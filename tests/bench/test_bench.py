@@ -1,0 +1,212 @@
+"""`pruneofa bench` on the tiny exports (schema, interleaving, ratios from the measured numbers, outputs) and its
+pure parts on made-up inputs (timing loop, stop rule, CPU flags, sparse-path detection). No speed is asserted."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from cli_helpers import cli_error
+
+from pruneofa.bench.run import BenchConfig, run_bench
+from pruneofa.bench.runners import sparse_weights_status
+from pruneofa.bench.timing import StopRule, Variant, rotated, time_variants
+from pruneofa.cli import main
+from pruneofa.core.errors import PruneofaError
+from pruneofa.core.hardware import default_threads, parse_cpuinfo
+
+QUICK = BenchConfig(batch_sizes=(1, 2), seq_len=16, warmup=1, iterations=3, duration=0.5, rounds=3)
+MODELS = ("onnxruntime-int8", "onnxruntime-fp32", "openvino-int8", "openvino-fp32", "torch-fp32")
+
+
+@pytest.fixture(scope="module")
+def doc(tiny_exports: Path) -> dict[str, Any]:
+    return run_bench(tiny_exports / "int8", tiny_exports / "fp32", QUICK)
+
+
+def test_every_variant_measured_with_ordered_percentiles(doc: dict[str, Any]) -> None:
+    assert doc["format"] == "pruneofa-bench/1" and doc["not_measured"] == {}
+    assert set(doc["results"]) == {f"{m}-b{b}" for m in MODELS for b in (1, 2)}
+    for key, row in doc["results"].items():
+        lat = row["latency_ms"]
+        assert 1 <= row["iterations"] <= QUICK.iterations, key
+        assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"], key
+        assert row["throughput_seq_s"] == pytest.approx(row["batch"] * 1000 / lat["p50"])
+
+
+def test_records_machine_engines_and_models(doc: dict[str, Any]) -> None:
+    assert doc["config"]["threads"] >= 1 and doc["config"]["streams"] == 1
+    assert {"model_name", "physical_cores", "avx512_vnni", "amx"} <= set(doc["cpu"])
+    assert {"onnxruntime", "openvino", "torch"} <= set(doc["versions"])
+    ov_fp32 = doc["engines"]["openvino-fp32"]["compiled"]
+    assert ov_fp32["INFERENCE_PRECISION_HINT"] == "f32"  # read back from the compiled model
+    assert doc["engines"]["onnxruntime-int8"]["int8_matmuls"] > 0 == doc["engines"]["onnxruntime-fp32"]["int8_matmuls"]
+    assert doc["models"]["sparse_int8"]["sparsity"] == pytest.approx(0.9, abs=0.01)
+    assert {"bytes", "gzip_bytes"} <= set(doc["models"]["dense_fp32"]["sizes"]["onnx"])
+    assert doc["models"]["torch_fp32"]["folder"].endswith("dense")
+    assert doc["inputs"]["seq_len"] == 16 and 0 < doc["inputs"]["real_tokens_mean"] <= 16
+    kernels = doc["engines"]["openvino-int8"]["matmul_kernels"]  # read after inference, when kernels are chosen
+    assert kernels and not any(name.startswith("undef") for name in kernels)
+    sparse = doc["openvino_sparse_weights"]
+    assert sparse["decompression_rate"] == QUICK.sparse_rate
+    assert sparse["status"] == ("unavailable" if not doc["cpu"]["amx"] else sparse["status"])
+
+
+def test_rounds_interleave_every_variant(doc: dict[str, Any]) -> None:
+    order = doc["round_order"]
+    assert len(order) == QUICK.rounds
+    assert all(sorted(r) == sorted(doc["results"]) for r in order)
+    assert len({r[0] for r in order}) == QUICK.rounds  # each round starts with a different variant
+    assert order[1] == order[0][1:] + order[0][:1]
+
+
+def test_speedups_are_ratios_of_reported_throughputs(doc: dict[str, Any]) -> None:
+    assert set(doc["speedups"]) == {
+        f"{e}{vs}-b{b}" for e in ("onnxruntime", "openvino") for vs in ("", "-vs-torch") for b in (1, 2)
+    }
+    for name, s in doc["speedups"].items():
+        sparse = doc["results"][s["sparse_int8"]]["throughput_seq_s"]
+        base = doc["results"][s["baseline"]]["throughput_seq_s"]
+        assert s["speedup"] == pytest.approx(sparse / base) and s["sparse_int8_seq_s"] == sparse, name
+    assert doc["speedups"]["openvino-vs-torch-b2"]["baseline"] == "torch-fp32-b2"
+
+
+# ---------------------------------------------------------------- pure parts
+
+
+def test_time_variants_interleaves_and_stops() -> None:
+    calls: list[str] = []
+    runners = {m: (lambda feeds, m=m: calls.append(m)) for m in ("a-int8", "b-fp32")}
+    variants = [Variant("a", "int8", 1), Variant("b", "fp32", 1)]
+    feeds = {1: [{"input_ids": np.zeros((1, 4), dtype=np.int64)}]}
+    latencies, order = time_variants(variants, runners, feeds, StopRule(iterations=4, duration=60, rounds=2, warmup=1))
+    assert calls == ["a-int8", "b-fp32"] + ["a-int8"] * 2 + ["b-fp32"] * 2 + ["b-fp32"] * 2 + ["a-int8"] * 2
+    assert order == [["a-int8-b1", "b-fp32-b1"], ["b-fp32-b1", "a-int8-b1"]]
+    assert {k: len(v) for k, v in latencies.items()} == {"a-int8-b1": 4, "b-fp32-b1": 4}  # warm-up not timed
+
+
+def test_duration_stops_before_iterations() -> None:
+    import time
+
+    runners = {"a-int8": lambda feeds: time.sleep(0.02)}
+    latencies, _ = time_variants(
+        [Variant("a", "int8", 1)], runners, {1: [{}]}, StopRule(iterations=1000, duration=0.1, rounds=2, warmup=0)
+    )
+    assert 2 <= len(latencies["a-int8-b1"]) <= 8  # ~0.05 s per round of 20 ms runs, never 1000
+
+
+def test_rotation() -> None:
+    v = [Variant("a", "int8", 1), Variant("b", "int8", 1), Variant("c", "int8", 1)]
+    assert [x.engine for x in rotated(v, 4)] == ["b", "c", "a"]
+
+
+CPUINFO = """processor\t: 0
+model name\t: Fake Xeon {name}
+physical id\t: 0
+core id\t: 0
+flags\t\t: fpu avx512f {flags}
+
+processor\t: 1
+model name\t: Fake Xeon {name}
+physical id\t: 0
+core id\t: 0
+flags\t\t: fpu avx512f {flags}
+"""
+
+
+def test_cpuinfo_flags_and_cores() -> None:
+    spr = parse_cpuinfo(CPUINFO.format(name="SPR", flags="avx512_vnni amx_tile amx_int8 amx_bf16"))
+    assert spr["amx"] and spr["avx512_vnni"] and spr["model_name"] == "Fake Xeon SPR"
+    assert spr["logical_cpus"] == 2 and spr["physical_cores"] == 1  # two hyper-threads of one core
+    old = parse_cpuinfo(CPUINFO.format(name="CLX", flags="avx512vnni"))
+    assert old["avx512_vnni"] and not old["amx"]
+    assert default_threads({**spr, "usable_cpus": 2}) == 1
+
+
+def layer(kind: str, precision: str, primitive: str) -> dict[str, str]:
+    return {"name": "fc", "layer_type": kind, "runtime_precision": precision, "primitive_type": primitive}
+
+
+def test_sparse_path_detection() -> None:
+    dense = [layer("FullyConnected", "I8", "brgemm_avx512_I8")] * 3 + [layer("Softmax", "FP32", "jit")]
+    sparse = [layer("FullyConnected", "I8", "brgemm_avx512_amx_sparse_I8")] * 2 + dense[:1]
+    no_amx, amx = {"amx": False}, {"amx": True}
+    assert sparse_weights_status(dense, no_amx, 0.5)["status"] == "unavailable"
+    assert "no AMX" in sparse_weights_status(dense, no_amx, 0.5)["note"]
+    inactive = sparse_weights_status(dense, amx, 0.7)
+    assert inactive["status"] == "inactive" and not inactive["active"] and "0.7" in inactive["note"]
+    active = sparse_weights_status(sparse, amx, 0.5)
+    assert active["active"] and (active["sparse_kernels"], active["int8_matmuls"]) == (2, 3)
+
+
+# ---------------------------------------------------------------- CLI, outputs and refusals
+
+
+QUICK_FLAGS = ["--batch_sizes", "1", "--seq_len", "8", "--iterations", "2", "--duration", "0.2", "--rounds", "2"]
+
+
+def test_cli_writes_outputs_and_refuses_to_overwrite(
+    tiny_exports: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["bench", str(tiny_exports / "int8"), "--baseline", str(tiny_exports / "fp32"), *QUICK_FLAGS]
+    args += ["--engines", "onnxruntime,openvino", "--output_dir", str(tmp_path)]
+    _run_ok(args)
+    out = capsys.readouterr().out
+    assert "onnxruntime-int8-b1" in out and "sparse-weights path" in out
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert "torch-fp32-b1" not in saved["results"] and "openvino-b1" in saved["speedups"]
+    assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| openvino-int8-b1 |" in (tmp_path / "bench.md").read_text()
+    line = cli_error(capsys, *args)
+    assert "--overwrite" in line and "bench.json" in line
+
+
+def _run_ok(args: list[str]) -> None:
+    try:
+        main(args)
+    except SystemExit as exc:  # Typer exits 0 after a command in standalone mode
+        assert exc.code in (0, None)
+
+
+def test_missing_folder_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    line = cli_error(
+        capsys, "bench", str(tmp_path / "nope"), "--baseline", str(tmp_path), "--output_dir", str(tmp_path)
+    )
+    assert "no such folder" in line and "nope" in line
+
+
+def test_swapped_precisions_refused(tiny_exports: Path) -> None:
+    with pytest.raises(PruneofaError, match="is a fp32 export; SPARSE_INT8_EXPORT must be the int8 one"):
+        run_bench(tiny_exports / "fp32", tiny_exports / "int8", QUICK)
+
+
+def test_mismatched_inputs_refused(tiny_exports: Path, tmp_path: Path) -> None:
+    other = tmp_path / "fp32"
+    shutil.copytree(tiny_exports / "fp32", other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    del manifest["inputs"]["token_type_ids"]  # as a RoBERTa-style export would be
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PruneofaError, match="take different inputs"):
+        run_bench(tiny_exports / "int8", other, QUICK)
+
+
+def test_missing_torch_and_ir_are_not_measured(tiny_exports: Path, tmp_path: Path) -> None:
+    """A baseline whose source folder is gone and that has no IR: those variants are listed, never faked."""
+    other = tmp_path / "fp32"
+    shutil.copytree(tiny_exports / "fp32", other)
+    (other / "openvino_model.xml").unlink()
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["source"]["folder"] = str(tmp_path / "gone")
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    cfg = BenchConfig(batch_sizes=(1,), seq_len=8, warmup=0, iterations=2, duration=0.2, rounds=1)
+    doc = run_bench(tiny_exports / "int8", other, cfg)
+    assert set(doc["not_measured"]) == {"openvino-fp32", "torch-fp32"}
+    assert "--torch_model" in doc["not_measured"]["torch-fp32"]
+    assert set(doc["results"]) == {"onnxruntime-int8-b1", "onnxruntime-fp32-b1", "openvino-int8-b1"}
+    assert set(doc["speedups"]) == {"onnxruntime-b1"}
