@@ -39,7 +39,8 @@ def dense_model(shape: str, tokenizer_dir: str) -> Any:
 def build_exports(shape: str, root: Path, seq_len: int) -> Path:
     """root/{dense,sparse} training folders and root/{fp32,int8} exports; reused when already there."""
     from pruneofa.bench.models import calibration_batches, save_training_output, sparse_int8
-    from pruneofa.data.builtin import build_rotten_tomatoes, default_cache_dir
+    from pruneofa.core.cache import default_cache_dir
+    from pruneofa.data.builtin import build_rotten_tomatoes
     from pruneofa.export.exporter import ExportConfig, export
     from pruneofa.models.loading import packaged_minilm_dir
 

@@ -5,6 +5,7 @@ The public API is one verb per step and its config (see `pruneofa.api`):
     train(TrainConfig)                  -> TrainResult    one stage: teacher, stage 1 or stage 2
     sparsify(model, SparsifyConfig)     -> report         a sparse pre-trained starting point
     export_model(folder, ExportConfig)  -> manifest       ONNX QDQ int8 + OpenVINO IR, verified
+    bundle(export, BundleConfig)        -> bundle.json    one .tar.gz to ship (predict/eval take it)
     evaluate(folder, EvalConfig)        -> metrics        torch, onnxruntime or OpenVINO on the dev set
     benchmark(sparse, dense, BenchConfig) -> bench doc    engines timed side by side
     gate(GateConfig)                    -> outcomes       results vs thresholds
@@ -26,6 +27,8 @@ _PUBLIC = {
     "train": "pruneofa.api",
     "sparsify": "pruneofa.api",
     "export_model": "pruneofa.api",
+    "bundle": "pruneofa.api",
+    "BundleConfig": "pruneofa.export.bundle",
     "evaluate": "pruneofa.api",
     "benchmark": "pruneofa.api",
     "gate": "pruneofa.api",
@@ -46,6 +49,7 @@ _PUBLIC = {
 
 __all__ = [
     "BenchConfig",
+    "BundleConfig",
     "EvalConfig",
     "ExportConfig",
     "GateConfig",
@@ -58,6 +62,7 @@ __all__ = [
     "TrainResult",
     "__version__",
     "benchmark",
+    "bundle",
     "evaluate",
     "export_model",
     "gate",
@@ -81,11 +86,12 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from pruneofa.api import benchmark, evaluate, export_model, gate, run_pipeline, sparsify, train
+    from pruneofa.api import benchmark, bundle, evaluate, export_model, gate, run_pipeline, sparsify, train
     from pruneofa.bench.run import BenchConfig
     from pruneofa.compress.prune_once import GradualConfig
     from pruneofa.compress.sparsify import SparsifyConfig
     from pruneofa.core.errors import PruneofaError
+    from pruneofa.export.bundle import BundleConfig
     from pruneofa.export.exporter import ExportConfig
     from pruneofa.gates import GateConfig
     from pruneofa.pipeline.recipe import Recipe, load_recipe

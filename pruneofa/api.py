@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pruneofa.bench.run import BenchConfig
     from pruneofa.compress.sparsify import SparsifyConfig
+    from pruneofa.export.bundle import BundleConfig
     from pruneofa.export.exporter import ExportConfig
     from pruneofa.gates import GateConfig, Outcome
     from pruneofa.pipeline.recipe import Recipe
@@ -52,6 +53,14 @@ def export_model(model: Path, config: ExportConfig) -> dict[str, Any]:
     from pruneofa.export.exporter import export
 
     return export(model, config)
+
+
+def bundle(export_dir: Path, config: BundleConfig) -> dict[str, Any]:
+    """Pack a verified export folder into one .tar.gz (model with packed sparse weights, tokenizer, labels,
+    manifest, sha256 of every member, README); `evaluate` and `Predictor` take the file directly."""
+    from pruneofa.export.bundle import write_bundle
+
+    return write_bundle(export_dir, config)
 
 
 def evaluate(model: Path, config: EvalConfig) -> dict[str, Any]:

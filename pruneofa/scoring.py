@@ -17,6 +17,7 @@ import numpy as np
 from pruneofa.core.errors import ModelError, PruneofaError
 from pruneofa.core.files import read_json
 from pruneofa.data.tasks import TaskSpec, get_task
+from pruneofa.runtime.bundle import is_bundle_file, open_bundle
 from pruneofa.runtime.engines import ENGINES, Engine, EngineName, default_engine, open_engine
 from pruneofa.runtime.manifest import read_manifest
 
@@ -69,7 +70,7 @@ def eval_splits(
     cache_dir: Path | None,
 ) -> dict[str, datasets.Dataset]:
     """Tokenized dev split(s) of `task`, the first `max_eval_samples` rows of each."""
-    from pruneofa.data.builtin import default_cache_dir
+    from pruneofa.core.cache import default_cache_dir
     from pruneofa.data.loading import load_raw_splits, select_first, tokenize_splits
 
     cache = cache_dir or default_cache_dir()
@@ -174,6 +175,9 @@ def evaluate_folder(folder: Path, cfg: EvalConfig) -> dict[str, Any]:
     from pruneofa.training.trained import is_training_output, open_trained
 
     task = get_task(cfg.task_name)
+    given = folder
+    if is_bundle_file(folder):
+        folder = open_bundle(folder, cfg.cache_dir)
     if not folder.is_dir():
         raise ModelError(f"{folder}: no such folder; pass a `pruneofa train` output or a `pruneofa export` folder")
     forward: Callable[[dict[str, np.ndarray]], np.ndarray]
@@ -212,7 +216,7 @@ def evaluate_folder(folder: Path, cfg: EvalConfig) -> dict[str, Any]:
     return {
         **metrics,
         "task_name": task.name,
-        "model": str(folder),
+        "model": str(given),
         "engine": engine_info,
         "max_seq_length": max_length,
         "num_examples": {split: len(ds) for split, ds in splits.items()},

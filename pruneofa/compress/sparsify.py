@@ -21,10 +21,11 @@ from transformers import AutoModel
 
 from pruneofa.compress import sparsity
 from pruneofa.compress.prune_once import GradualConfig, distillation_gap, gradual_prune
+from pruneofa.core.cache import default_cache_dir
 from pruneofa.core.errors import PruneofaError
 from pruneofa.core.files import write_json_atomic
 from pruneofa.core.versions import package_versions
-from pruneofa.data.builtin import default_cache_dir, rotten_tomatoes_unlabeled_texts
+from pruneofa.data.builtin import rotten_tomatoes_unlabeled_texts
 from pruneofa.models.loading import from_pretrained_checked, load_tokenizer, resolve_model
 
 REPORT_FILE = "sparsity.json"
@@ -57,22 +58,22 @@ class SparsifyConfig:
             raise PruneofaError(f"--method gradual needs --text_file (one text per line, or '{BUILTIN_TEXTS}')")
 
 
-def load_texts(text_file: str) -> list[str]:
+def load_texts(text_file: str, flag: str = "--text_file") -> list[str]:
     """Unlabeled text: one text per line of a file, or the built-in rotten_tomatoes set (plots + train snippets)."""
     if text_file == BUILTIN_TEXTS:
         return rotten_tomatoes_unlabeled_texts(default_cache_dir())
     path = Path(text_file)
     if not path.is_file():
         raise PruneofaError(
-            f"--text_file {text_file}: no such file; give a text file (one text per line) or "
+            f"{flag} {text_file}: no such file; give a text file (one text per line) or "
             f"'{BUILTIN_TEXTS}' for the built-in unlabeled text"
         )
     try:
         texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except UnicodeDecodeError:
-        raise PruneofaError(f"--text_file {text_file}: not UTF-8 text; convert it to UTF-8") from None
+        raise PruneofaError(f"{flag} {text_file}: not UTF-8 text; convert it to UTF-8") from None
     if not texts:
-        raise PruneofaError(f"--text_file {text_file}: no non-empty lines")
+        raise PruneofaError(f"{flag} {text_file}: no non-empty lines")
     return texts
 
 

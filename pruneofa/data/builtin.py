@@ -38,12 +38,6 @@ UNLABELED_FILE = "unlabeled.jsonl"
 RT_COUNTS = {"train": 10151, "validation": 1283, "test": 1318, "unlabeled": 11234}
 
 
-def default_cache_dir() -> Path:
-    """Where built data goes: $PRUNEOFA_CACHE, else ~/.cache/pruneofa."""
-    env = os.environ.get("PRUNEOFA_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "pruneofa"
-
-
 def build_rotten_tomatoes(cache_dir: Path) -> dict[str, Path]:
     """Build (once) and return the train/validation/test jsonl files (fields `sentence`, `label`)."""
     out = _ensure_built(cache_dir)

@@ -26,9 +26,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from pruneofa.core.cache import default_cache_dir
 from pruneofa.core.errors import ModelError
 from pruneofa.core.hub import hub_offline_reason
-from pruneofa.data.builtin import default_cache_dir
 from pruneofa.data.tasks import TaskSpec
 
 MINILM_ALIASES = ("minilm-l6", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")

@@ -16,6 +16,7 @@ import numpy as np
 
 from pruneofa.core.errors import DataError, ModelError
 from pruneofa.core.files import read_json
+from pruneofa.runtime.bundle import is_bundle_file, open_bundle
 from pruneofa.runtime.engines import EngineName, default_engine, open_engine
 
 # Accepted JSONL keys for (text, pair): ours first, then the GLUE column names.
@@ -39,13 +40,16 @@ def _token_text(value: object) -> str | None:
 
 
 class Predictor:
-    """Loads an export folder once; `predict` maps rows of (text, optional pair) to label + probabilities."""
+    """Loads an export folder (or a `pruneofa bundle` file, verified and unpacked once into the cache) once;
+    `predict` maps rows of (text, optional pair) to label + probabilities."""
 
     def __init__(self, folder: Path, engine: EngineName | None = None, threads: int | None = None) -> None:
         from tokenizers import Tokenizer
 
+        if is_bundle_file(folder):
+            folder = open_bundle(folder)
         if not folder.is_dir():
-            raise ModelError(f"{folder}: no such folder; pass a folder written by `pruneofa export`")
+            raise ModelError(f"{folder}: no such folder; pass a folder written by `pruneofa export` or a bundle file")
         config = read_json(folder / "config.json", _FIX)
         tok_config = (
             read_json(folder / "tokenizer_config.json", _FIX) if (folder / "tokenizer_config.json").is_file() else {}

@@ -20,8 +20,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from pruneofa.compress import sparsity
 from pruneofa.compress.distillation import cache_key, load_logits_cache, save_logits_cache
 from pruneofa.compress.quantization import QuantConfig, load_quant_state_, prepare_qat_
+from pruneofa.core.cache import default_cache_dir
 from pruneofa.core.errors import ModelError
-from pruneofa.data.builtin import default_cache_dir
 from pruneofa.data.loading import load_raw_splits, make_collator, select_first, split_fingerprint, tokenize_splits
 from pruneofa.data.tasks import TaskSpec, get_task
 from pruneofa.models.folder import load_quant_state, read_meta, resolve_resume, verify_files

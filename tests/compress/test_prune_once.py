@@ -76,7 +76,8 @@ def test_too_little_text_is_refused(tiny_encoder_dir: Path) -> None:
 
 
 def test_builtin_texts_exclude_dev_and_test() -> None:
-    from pruneofa.data.builtin import build_rotten_tomatoes, default_cache_dir
+    from pruneofa.core.cache import default_cache_dir
+    from pruneofa.data.builtin import build_rotten_tomatoes
 
     texts = set(load_texts("rotten_tomatoes"))
     splits = build_rotten_tomatoes(default_cache_dir())

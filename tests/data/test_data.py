@@ -12,11 +12,11 @@ import datasets
 import pytest
 import torch
 
+from pruneofa.core.cache import default_cache_dir
 from pruneofa.core.errors import DataError, PruneofaError
 from pruneofa.data.builtin import (
     RT_COUNTS,
     build_rotten_tomatoes,
-    default_cache_dir,
     rotten_tomatoes_unlabeled_texts,
 )
 from pruneofa.data.loading import load_raw_splits, make_collator, select_first, split_fingerprint, tokenize_splits

@@ -222,3 +222,80 @@ def test_eval_engine_mismatch_refused(capsys: pytest.CaptureFixture[str], tiny_c
     assert "pruneofa export" in line
     line = cli_error(capsys, "eval", str(tiny_chain / "int8"), "--task_name", "sst2", "--engine", "onnxruntime")
     assert "rotten_tomatoes" in line
+
+
+# ---------------------------------------------------------------- edge: int8 embeddings, vocabulary, bundle
+
+
+@pytest.mark.slow
+def test_int8_export_has_int8_embeddings_checked_on_dev(tiny_chain: Path) -> None:
+    import onnx
+
+    emb = manifest(tiny_chain / "int8")["embeddings"]
+    assert emb["dtype"] == "int8" and emb["checked"] is True
+    assert emb["main_metric_int8"] >= emb["main_metric_float"] - emb["tolerance"]
+    word = emb["tables"]["model.bert.embeddings.word_embeddings.weight"]
+    assert word["shape"] == [30522, 32] and word["bytes_int8"] < word["bytes_float"] / 3
+    graph = onnx.load(str(tiny_chain / "int8" / "model.onnx")).graph
+    dtypes = {t.name: t.data_type for t in graph.initializer}
+    assert dtypes["model.bert.embeddings.word_embeddings.weight.int8"] == onnx.TensorProto.INT8
+    assert "model.bert.embeddings.word_embeddings.weight" not in dtypes
+    assert manifest(tiny_chain / "fp32")["embeddings"] == {"dtype": "float32", "reason": "fp32 export"}
+
+
+@pytest.mark.slow
+def test_int8_embeddings_that_cost_accuracy_are_not_kept(
+    tiny_chain: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pruneofa.data import metrics
+    from pruneofa.export.exporter import ExportConfig, export
+
+    real, calls = metrics.main_metric_value, []
+
+    def int8_tables_lose(task, scores):  # type: ignore[no-untyped-def]
+        calls.append(1)  # the embedding check scores twice (float tables, int8 tables), then verification runs
+        return {1: 0.9, 2: 0.5}.get(len(calls), real(task, scores))
+
+    monkeypatch.setattr(metrics, "main_metric_value", int8_tables_lose)
+    cfg = ExportConfig(output_dir=tmp_path / "o", formats=("onnx",), max_eval_samples=int(EVAL_N))
+    emb = export(tiny_chain / "stage2", cfg)["embeddings"]
+    assert emb["dtype"] == "float32" and "cost" in emb["reason"]
+    assert emb["main_metric_int8"] < emb["main_metric_float"] - emb["tolerance"]
+    assert sha256_file(tmp_path / "o" / "model.onnx") == manifest(tmp_path / "o")["files"]["model.onnx"]["sha256"]
+    plain = ExportConfig(output_dir=tmp_path / "f", formats=("onnx",), verify=False, int8_embeddings=False)
+    assert export(tiny_chain / "stage2", plain)["embeddings"] == {"dtype": "float32", "reason": "--float_embeddings"}
+
+
+@pytest.mark.slow
+def test_bundle_scores_exactly_as_its_export(tiny_chain: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "model.tar.gz"
+    ok("bundle", str(tiny_chain / "int8"), "-o", str(bundle))
+    results = {}
+    for label, target in (("export", tiny_chain / "int8"), ("bundle", bundle)):
+        out = tmp_path / f"{label}.json"
+        ok("eval", str(target), *TASK, "--max_eval_samples", EVAL_N, "--output", str(out))
+        results[label] = json.loads(out.read_text())
+    assert results["bundle"]["validation"] == results["export"]["validation"]
+    assert results["bundle"]["model"] == str(bundle)
+    done = run_cli("predict", str(bundle), "a gorgeous, witty, seductive movie")
+    assert done.returncode == 0 and json.loads(done.stdout)["label"] in ("negative", "positive")
+
+
+@pytest.mark.slow
+def test_trimmed_vocabulary_export(tiny_chain: Path, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a gorgeous, witty, seductive movie\nthe plot is a dull mess\n")
+    out = tmp_path / "trimmed"
+    ok("export", str(tiny_chain / "stage2"), "--output_dir", str(out), "--format", "onnx", "--trim_vocab",
+       str(corpus), "--max_eval_samples", EVAL_N, "--tolerance", "1")  # fmt: skip
+    m = manifest(out)
+    assert m["vocabulary"]["trimmed"] and m["vocabulary"]["rows_after"] < 40
+    assert json.loads((out / "config.json").read_text())["vocab_size"] == m["vocabulary"]["rows_after"]
+    done = run_cli("predict", str(out), "gorgeous zebra")  # zebra is not in the corpus: [UNK], still a label
+    assert done.returncode == 0, done.stderr
+    # Corpus text reads the same embedding rows as before trimming: the same logits as the untrimmed export.
+    from pruneofa.runtime.predict import Predictor
+
+    rows = [("a gorgeous, witty, seductive movie", None), ("the plot is a dull mess", None)]
+    assert m["embeddings"]["dtype"] == manifest(tiny_chain / "int8")["embeddings"]["dtype"]
+    assert Predictor(out).predict(rows) == Predictor(tiny_chain / "int8").predict(rows)
