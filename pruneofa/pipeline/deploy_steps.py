@@ -45,6 +45,22 @@ def export_step(recipe: Recipe, source: Step, out: Path, precision: str) -> Step
     return Step(f"export-{precision}", inputs, out, run)
 
 
+BUNDLE_FILE = "model.tar.gz"
+
+
+def bundle_step(export: Step, out: Path) -> Step:
+    """The sparse-int8 export as one file to ship (`out/model.tar.gz`)."""
+
+    def run() -> dict[str, Any]:
+        from pruneofa.export.bundle import BundleConfig, write_bundle
+
+        out.mkdir(parents=True, exist_ok=True)
+        doc = write_bundle(export.output, BundleConfig(output=out / BUNDLE_FILE, overwrite=True))
+        return {"file": doc["file"], "bytes": doc["bytes"]}
+
+    return Step("bundle", {"export": export.fingerprint}, out, run)
+
+
 def bench_step(recipe: Recipe, sparse: Step, dense: Step, teacher: Step, out: Path) -> Step:
     def run() -> dict[str, Any]:
         from pruneofa.bench.report import write_outputs

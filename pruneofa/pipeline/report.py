@@ -86,6 +86,10 @@ def _sizes(root: Path) -> list[str]:
             for f in ("model.onnx", "openvino_model.bin")
         ]
         lines.append(f"| {export} | " + " | ".join(cells) + " |")
+    bundle = root / "bundle" / "model.tar.gz"
+    if bundle.is_file():
+        size = bundle.stat().st_size / 1e6
+        lines += ["", f"Bundle to ship (`pruneofa predict {bundle.name}`): `bundle/{bundle.name}`, {size:.1f} MB."]
     return lines
 
 

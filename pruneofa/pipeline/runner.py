@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pruneofa.core.files import write_json_atomic
-from pruneofa.pipeline.deploy_steps import bench_step, export_step, gate_step
+from pruneofa.pipeline.deploy_steps import bench_step, bundle_step, export_step, gate_step
 from pruneofa.pipeline.recipe import Recipe
 from pruneofa.pipeline.step import Step
 from pruneofa.pipeline.training_steps import data_args, run_train_step, stage_config, student_step, teacher_step
@@ -51,9 +51,12 @@ def plan(recipe: Recipe, root: Path, rt: Runtime) -> list[Step]:
     )
     export_int8 = export_step(recipe, stage2, root / "export-int8", "int8")
     export_fp32 = export_step(recipe, teacher, root / "export-fp32", "fp32")
+    bundle = bundle_step(export_int8, root / "bundle")
     bench = bench_step(recipe, export_int8, export_fp32, teacher, root / "bench")
     gate = gate_step(recipe, export_int8, teacher, bench, root / "gate")
-    return [s for s in (teacher, student, stage1, stage2, export_int8, export_fp32, bench, gate) if s is not None]
+    return [
+        s for s in (teacher, student, stage1, stage2, export_int8, export_fp32, bundle, bench, gate) if s is not None
+    ]
 
 
 def _load_state(root: Path) -> dict[str, Any]:

@@ -111,8 +111,9 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_every_step_ran_and_the_report_reads_their_outputs(finished: tuple[Path, Path]) -> None:
     _, out = finished
     state = json.loads((out / "pipeline.json").read_text())
-    assert list(state["steps"]) == ["teacher", "student", "stage1", "stage2", "export-int8", "export-fp32", "bench",
-                                    "gate"]  # fmt: skip
+    assert list(state["steps"]) == ["teacher", "student", "stage1", "stage2", "export-int8", "export-fp32", "bundle",
+                                    "bench", "gate"]  # fmt: skip
+    assert (out / "bundle" / "model.tar.gz").is_file() and "bundle/model.tar.gz" in (out / "report.md").read_text()
     report = (out / "report.md").read_text()
     teacher_acc = json.loads((out / "teacher" / "pruneofa.json").read_text())["metrics"]["validation"]["accuracy"]
     assert f"| teacher (dense, torch) | {100 * teacher_acc:.2f} |" in report
@@ -125,11 +126,11 @@ def test_rerun_skips_and_a_changed_gate_reruns_only_the_gate(finished: tuple[Pat
     recipe, out = finished
     again = pipeline(recipe, out)
     assert again.returncode == 0
-    assert again.stderr.count("done, skipped") == 8
+    assert again.stderr.count("done, skipped") == 9  # every step, the bundle included
     strict = write_recipe(tmp_path, min_accuracy=1.01)
     failed = pipeline(strict, out)
     assert failed.returncode == 1
-    assert failed.stderr.count("done, skipped") == 7 and "gate        running" in failed.stderr
+    assert failed.stderr.count("done, skipped") == 8 and "gate        running" in failed.stderr
     assert "gate failed: accuracy.min" in failed.stderr
     changed = write_recipe(tmp_path, stage1_epochs=2)
     redone = pipeline(changed, out)
