@@ -62,9 +62,12 @@ def extra_exports(root: Path) -> dict[str, Path]:
 def cold_start(target: Path, cache: Path, engine: str) -> dict[str, float]:
     """Wall seconds and peak RSS (MB) of `pruneofa predict TARGET TEXT` in a new process."""
     pruneofa = str(Path(sys.executable).parent / "pruneofa")
-    cmd = [sys.executable, "-c", RSS_WRAPPER, pruneofa, "predict", str(target), TEXT, "--engine", engine]
-    env = {"PRUNEOFA_CACHE": str(cache), "PATH": str(Path(sys.executable).parent), "HOME": str(cache)}
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout.split()
+    cmd = [sys.executable, "-c", RSS_WRAPPER, pruneofa, "predict", str(target.resolve()), TEXT, "--engine", engine]
+    env = {"PRUNEOFA_CACHE": str(cache.resolve()), "PATH": str(Path(sys.executable).parent), "HOME": str(cache)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"predict {target} --engine {engine} failed:\n{done.stderr[-3000:]}")
+    out = done.stdout.split()
     return {"seconds": round(float(out[0]), 2), "peak_rss_mb": round(int(out[1]) / 1024, 1)}
 
 

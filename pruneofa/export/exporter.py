@@ -22,6 +22,7 @@ from pruneofa.core.errors import ModelError, PruneofaError
 from pruneofa.export import layout
 from pruneofa.export.embeddings import quantize_embeddings_
 from pruneofa.export.to_onnx import OPSET, Precision, export_onnx, onnx_weights, qdq_counts
+from pruneofa.export.vocab import trim_folder_vocabulary_
 from pruneofa.runtime.engines import ENGINES, IR_XML, ONNX_FILE, EngineName, open_engine
 from pruneofa.training.trained import TrainedFolder, open_trained
 
@@ -101,7 +102,7 @@ def export(source_dir: Path, cfg: ExportConfig) -> dict[str, Any]:
         layers = export_onnx(model, onnx_path, precision, input_names)
         pruned = list((source.meta.get("sparsity") or {}).get("layers") or {})
         weights = _check_weights(model, onnx_path, layers, precision, pruned)
-        vocab = _trim_vocab(staging, cfg.trim_vocab) if cfg.trim_vocab else None
+        vocab = trim_folder_vocabulary_(staging, cfg.trim_vocab) if cfg.trim_vocab else None
         dev = _dev_data(source, staging, cfg)
         embeddings = _embeddings(source, staging, precision, input_names, dev, cfg)
         engines_used: list[EngineName] = []
@@ -275,35 +276,6 @@ def _dev_data(source: TrainedFolder, folder: Path, cfg: ExportConfig) -> DevData
 
     engine, pad_id = tokenized(folder)
     return DevSplits(engine, tokenized(source.folder)[0] if cfg.trim_vocab else engine, pad_id)
-
-
-def _trim_vocab(folder: Path, corpus: str) -> dict[str, Any]:
-    """Keep only the tokens `corpus` uses: tokenizer files and the ONNX word-embedding rows, in `folder`."""
-    import json
-
-    import onnx
-
-    from pruneofa.compress.sparsify import load_texts
-    from pruneofa.export import vocab
-
-    texts = load_texts(corpus, "--trim_vocab")
-    tokenizer = layout.read_json(folder / "tokenizer.json")
-    kept = vocab.used_token_ids(tokenizer, texts)
-    trimmed = vocab.trimmed_tokenizer(tokenizer, kept)
-    (folder / "tokenizer.json").write_text(json.dumps(trimmed, ensure_ascii=False))
-    tok_config = folder / "tokenizer_config.json"
-    if tok_config.is_file():
-        config = vocab.trimmed_tokenizer_config(layout.read_json(tok_config), kept)
-        tok_config.write_text(json.dumps(config, indent=2) + "\n")
-    if (folder / "vocab.txt").is_file():
-        (folder / "vocab.txt").write_text(vocab.vocab_txt(trimmed), encoding="utf-8")
-    model_config = layout.read_json(folder / "config.json")
-    model_config["vocab_size"] = int(kept.size)
-    (folder / "config.json").write_text(json.dumps(model_config, indent=2) + "\n")
-    proto = onnx.load(str(folder / ONNX_FILE))
-    facts = vocab.trim_word_embeddings_(proto, kept)
-    onnx.save(proto, str(folder / ONNX_FILE))
-    return {"trimmed": True, "corpus": corpus, "corpus_texts": len(texts), **facts}
 
 
 def _embeddings(

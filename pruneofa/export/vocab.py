@@ -10,15 +10,17 @@ behaviour of any out-of-vocabulary word. Off by default; the export's dev check 
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pruneofa.core.files import read_json
+
 
 def used_token_ids(tokenizer_json: dict[str, Any], texts: list[str]) -> np.ndarray:
     """Sorted ids of the tokens `texts` use, every added/special token, and [UNK]."""
-    import json
-
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_str(json.dumps(tokenizer_json))
@@ -85,3 +87,29 @@ def trim_word_embeddings_(proto: Any, kept: np.ndarray) -> dict[str, Any]:
     graph.initializer.remove(inits[name])
     graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(table[kept]), name))
     return {"table": name, "rows_before": int(table.shape[0]), "rows_after": int(kept.size)}
+
+
+def trim_folder_vocabulary_(folder: Path, corpus: str) -> dict[str, Any]:
+    """Keep only the tokens `corpus` uses: tokenizer files and the ONNX word-embedding rows, in `folder`."""
+    import onnx
+
+    from pruneofa.compress.sparsify import load_texts
+
+    texts = load_texts(corpus, "--trim_vocab")
+    tokenizer = read_json(folder / "tokenizer.json")
+    kept = used_token_ids(tokenizer, texts)
+    trimmed = trimmed_tokenizer(tokenizer, kept)
+    (folder / "tokenizer.json").write_text(json.dumps(trimmed, ensure_ascii=False))
+    tok_config = folder / "tokenizer_config.json"
+    if tok_config.is_file():
+        config = trimmed_tokenizer_config(read_json(tok_config), kept)
+        tok_config.write_text(json.dumps(config, indent=2) + "\n")
+    if (folder / "vocab.txt").is_file():
+        (folder / "vocab.txt").write_text(vocab_txt(trimmed), encoding="utf-8")
+    model_config = read_json(folder / "config.json")
+    model_config["vocab_size"] = int(kept.size)
+    (folder / "config.json").write_text(json.dumps(model_config, indent=2) + "\n")
+    proto = onnx.load(str(folder / "model.onnx"))
+    facts = trim_word_embeddings_(proto, kept)
+    onnx.save(proto, str(folder / "model.onnx"))
+    return {"trimmed": True, "corpus": corpus, "corpus_texts": len(texts), **facts}

@@ -49,19 +49,17 @@ class Engine(Protocol):
 
 
 def model_file(folder: Path, engine: EngineName) -> Path:
-    """The model file `engine` runs from an export folder (or the file itself when given one)."""
+    """The model file `engine` runs from an export folder (or the file itself when given one): onnxruntime runs
+    model.onnx; OpenVINO its IR, or model.onnx where there is no IR (OpenVINO reads ONNX itself; a bundle
+    ships only ONNX)."""
     if folder.is_file():
         return folder
-    name = ONNX_FILE if engine == "onnxruntime" else IR_XML
-    path = folder / name
-    if not path.is_file():
-        other = (
-            " (it has the other format: pass the other --engine)"
-            if any((folder / n).is_file() for n in (ONNX_FILE, IR_XML))
-            else ""
-        )
-        raise ModelError(f"{folder}: no {name} for engine {engine}{other}; pass a folder written by `pruneofa export`")
-    return path
+    names = [ONNX_FILE] if engine == "onnxruntime" else [IR_XML, ONNX_FILE]
+    for name in names:
+        if (folder / name).is_file():
+            return folder / name
+    other = " (it has the other format: pass the other --engine)" if (folder / IR_XML).is_file() else ""
+    raise ModelError(f"{folder}: no {names[0]} for engine {engine}{other}; pass a folder written by `pruneofa export`")
 
 
 def default_engine(folder: Path) -> EngineName:
