@@ -343,6 +343,7 @@ def _manifest(
         "format": MANIFEST_FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "task_name": source.task.name,
+        "text_fields": list(source.task.text_keys),  # one field: single sentences; two: pairs (predict checks)
         "labels": {str(k): v for k, v in config["id2label"].items()},
         "precision": precision,
         "weights": "int8 symmetric (zero-point 0), per output channel" if precision == "int8" else "fp32",
