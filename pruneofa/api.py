@@ -95,14 +95,16 @@ def run_pipeline(
     dry_run: bool = False,
     no_cuda: bool = False,
     say: Callable[[str], None] = print,
+    overwrite_output_dir: bool = False,
 ) -> dict[str, Any]:
     """The whole flow from one recipe (a Recipe, a .toml path, a shipped name, or None for the offline default):
     teacher, sparse student, stage 1, stage 2, exports, bench, gate, report. Finished steps are skipped on a
-    re-run. Returns the pipeline state (`state["steps"][name]["summary"]`)."""
+    re-run. Step folders under `output_dir` that this pipeline did not make are refused unless
+    `overwrite_output_dir`. Returns the pipeline state (`state["steps"][name]["summary"]`)."""
     from pruneofa.pipeline.recipe import Recipe, load_recipe
     from pruneofa.pipeline.runner import run_pipeline as run_steps
     from pruneofa.training.distributed import runtime
 
     chosen = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     with runtime(no_cuda=no_cuda) as rt:
-        return run_steps(chosen, output_dir, rt, dry_run=dry_run, say=say)
+        return run_steps(chosen, output_dir, rt, dry_run=dry_run, say=say, overwrite_output_dir=overwrite_output_dir)

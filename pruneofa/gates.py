@@ -16,12 +16,16 @@ Rules (a TOML file and/or CLI flags, same keys):
     min = { "openvino-b1" = 1.5, "openvino-vs-torch-b1" = 3 }  # keys as in bench.json "speedups"
 
 A rule that names something the inputs do not have (an unknown key, a variant that was not measured) is an input
-error, not a failure: the message names the key and the valid choices.
+error, not a failure: the message names the key and the valid choices. So is a limit outside its domain, checked in
+`parse_rules` for every source of rules (file, flags, a recipe's [gate]): accuracy limits are fractions in [0, 1]
+(0.03 = 3 points), bench limits are finite and > 0. And so is an --eval and a --reference that did not score the same
+task on the same dev examples (their `task_name` and `num_examples` differ): a drop between them would mean nothing.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,14 +80,61 @@ class Rules:
 # ---------------------------------------------------------------- rules from TOML / flags
 
 
+# The CLI flags that fill each key (`gate` passes them in as the "flags" table), to name them in errors.
+FLAGS: dict[tuple[str, str], str] = {
+    ("accuracy", "min"): "--min_accuracy",
+    ("accuracy", "max_drop"): "--max_accuracy_drop",
+    ("latency", "max_p90_ms"): "--max_p90_ms",
+    ("latency", "max_p99_ms"): "--max_p99_ms",
+    ("throughput", "min_seq_s"): "--min_throughput",
+    ("speedup", "min"): "--min_speedup",
+}
+# What a positive bench limit means, and one that makes sense: for `must be > 0 (...)` errors.
+_POSITIVE = {
+    "latency": ("milliseconds", "50"),
+    "throughput": ("sequences/s", "100"),
+    "speedup": ("a throughput ratio, sparse-int8 over baseline", "1.5"),
+}
+
+
 def _number(value: object, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise GateInputError(f"{where}: {value!r} is not a number; write e.g. {where.split('[')[0]} = 1.5")
     return float(value)
 
 
+def _label(where: str, section: str, key: str, target: str | None, value: float) -> str:
+    """How the user wrote this limit: `--min_speedup openvino-b1=-1 (speedup.min[openvino-b1])` for a flag,
+    `gates.toml: speedup.min[openvino-b1] = -1` for a file."""
+    name = f"{section}.{key}" + (f"[{target}]" if target is not None else "")
+    flag = FLAGS.get((section, key))
+    if where == "flags" and flag:
+        return f"{flag} {f'{target}=' if target is not None else ''}{value:g} ({name})"
+    return f"{where}: {name} = {value:g}"
+
+
+def _limit(value: object, where: str, section: str, key: str, target: str | None = None) -> float:
+    """A limit of its section's domain: accuracy a fraction in [0, 1], bench limits finite and > 0."""
+    name = f"{section}.{key}" + (f"[{target}]" if target is not None else "")
+    limit = _number(value, f"{where}: {name}")
+    label = _label(where, section, key, target, limit)
+    if not math.isfinite(limit):
+        example = "0.03" if section == "accuracy" else _POSITIVE[section][1]
+        raise GateInputError(f"{label} is not a finite number; give a limit such as {example}")
+    if section == "accuracy" and not 0.0 <= limit <= 1.0:
+        hint = f"{limit / 100:g} = {limit:g} points" if 1.0 < limit <= 100.0 else "0.03 = 3 points"
+        raise GateInputError(
+            f"{label} is outside [0, 1]; accuracy limits are fractions, not points: use a fraction: {hint}"
+        )
+    if section != "accuracy" and limit <= 0.0:
+        unit, example = _POSITIVE[section]
+        raise GateInputError(f"{label} must be > 0 ({unit}); use e.g. {example}")
+    return limit
+
+
 def parse_rules(data: dict[str, Any], where: str) -> Rules:
-    """Rules from a TOML-shaped dict; unknown sections/keys name the valid ones."""
+    """Rules from a TOML-shaped dict (a rules file, the CLI flags, a recipe's [gate]): unknown sections/keys name
+    the valid ones, and every limit must lie in its domain (`_limit`), whichever source it came from."""
     rules: list[Rule] = []
     options: dict[str, str] = {}
     for section, body in data.items():
@@ -97,15 +148,20 @@ def parse_rules(data: dict[str, Any], where: str) -> Rules:
                     f"{where}: unknown key {section}.{key}; valid keys: {', '.join(SECTIONS[section])}"
                 )
             if key in ("metric", "split"):
-                options[key] = str(value)
+                if not isinstance(value, str) or not value.strip():
+                    example = "accuracy" if key == "metric" else "validation"
+                    raise GateInputError(
+                        f'{where}: {section}.{key} = {value!r} is not a name; write e.g. {key} = "{example}"'
+                    )
+                options[key] = value
             elif section == "accuracy":
-                rules.append(Rule(section, key, None, _number(value, f"{where}: {section}.{key}")))
+                rules.append(Rule(section, key, None, _limit(value, where, section, key)))
             elif not isinstance(value, dict) or not value:
                 raise GateInputError(
                     f'{where}: {section}.{key} must map names to limits, e.g. {{ "openvino-b1" = 1.5 }}'
                 )
             else:
-                rules += [Rule(section, key, t, _number(v, f"{where}: {section}.{key}[{t}]")) for t, v in value.items()]
+                rules += [Rule(section, key, t, _limit(v, where, section, key, t)) for t, v in value.items()]
     return Rules(tuple(rules), options.get("metric"), options.get("split"))
 
 
@@ -187,6 +243,36 @@ def metric_value(doc: dict[str, Any], rules: Rules, flag: str) -> tuple[float, s
     return float(metrics[metric]), f"{split}.{metric}"
 
 
+def _dev_counts(doc: dict[str, Any], name: str) -> dict[str, int]:
+    counts = doc.get("num_examples")
+    if not isinstance(counts, dict) or not counts:
+        raise GateInputError(
+            f"{name} records no num_examples, so which dev examples it scored is unknown; "
+            "write it with `pruneofa eval --output`"
+        )
+    return counts
+
+
+def check_comparable(ev: dict[str, Any], ref: dict[str, Any], names: tuple[str, str]) -> None:
+    """An eval and its --reference scored the same task on the same dev examples, or a drop between them means
+    nothing: both record `task_name` and `num_examples` ({split: rows}, which --max_eval_samples cuts)."""
+    ev_name, ref_name = names
+    fix = "re-run `pruneofa eval` on both with the same --task_name and --max_eval_samples"
+    tasks = [str(d.get("task_name")) for d in (ev, ref)]
+    if tasks[0].strip().lower() != tasks[1].strip().lower():
+        raise GateInputError(
+            f"{ev_name} is task {tasks[0]!r} but {ref_name} is task {tasks[1]!r}; "
+            f"a drop compares two models on one task's dev set: {fix}"
+        )
+    counts = [_dev_counts(d, n) for d, n in ((ev, ev_name), (ref, ref_name))]
+    if counts[0] != counts[1]:
+        shown = [", ".join(f"{split}: {n}" for split, n in c.items()) for c in counts]
+        raise GateInputError(
+            f"{ev_name} scored {shown[0]} but {ref_name} scored {shown[1]} dev examples; "
+            f"a drop needs the same dev examples on both sides: {fix}"
+        )
+
+
 def _bench_value(rule: Rule, bench: dict[str, Any]) -> tuple[float, str]:
     target = str(rule.target)
     if rule.section == "speedup":
@@ -226,11 +312,21 @@ def _accuracy_value(
 
 
 def evaluate(
-    rules: Rules, ev: dict[str, Any] | None, ref: dict[str, Any] | None, bench: dict[str, Any] | None
+    rules: Rules,
+    ev: dict[str, Any] | None,
+    ref: dict[str, Any] | None,
+    bench: dict[str, Any] | None,
+    names: tuple[str, str] = ("--eval", "--reference"),
 ) -> list[Outcome]:
-    """One outcome per rule; ceilings (max_*) pass when measured <= limit, floors when measured >= limit."""
+    """One outcome per rule; ceilings (max_*) pass when measured <= limit, floors when measured >= limit.
+
+    An eval and a reference that did not score the same task and dev examples are refused (`check_comparable`);
+    `names` say which inputs they were, for that message.
+    """
     if not rules.rules:
         raise GateInputError("no rules: pass --rules gates.toml or flags such as --min_accuracy / --min_speedup")
+    if ev is not None and ref is not None:
+        check_comparable(ev, ref, names)
     outcomes = []
     for rule in rules.rules:
         if rule.section == "accuracy":
@@ -275,8 +371,8 @@ def check(cfg: GateConfig) -> list[Outcome]:
     """Read the result files, apply every rule, return one outcome per rule (see `failures` for the failed)."""
     given = parse_rules(cfg.rules, "flags")
     rules = merge(load_rules_file(cfg.rules_file), given) if cfg.rules_file else given
-    docs = [
+    ev, ref, bench = (
         read_result(path, flag) if path is not None else None
         for path, flag in ((cfg.eval_json, "--eval"), (cfg.reference_json, "--reference"), (cfg.bench_json, "--bench"))
-    ]
-    return evaluate(rules, *docs)
+    )
+    return evaluate(rules, ev, ref, bench, (f"--eval {cfg.eval_json}", f"--reference {cfg.reference_json}"))

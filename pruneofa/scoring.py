@@ -19,7 +19,7 @@ from pruneofa.core.files import read_json
 from pruneofa.data.tasks import TaskSpec, get_task
 from pruneofa.runtime.bundle import is_bundle_file, open_bundle
 from pruneofa.runtime.engines import ENGINES, Engine, EngineName, default_engine, open_engine
-from pruneofa.runtime.manifest import read_manifest
+from pruneofa.runtime.manifest import read_manifest, verify_export
 
 if TYPE_CHECKING:
     import datasets
@@ -200,7 +200,8 @@ def evaluate_folder(folder: Path, cfg: EvalConfig) -> dict[str, Any]:
     else:
         if cfg.engine == "torch":
             raise PruneofaError(f"{folder}: not a training output, so torch cannot run it; use --engine onnxruntime")
-        manifest = read_manifest(folder) or {}
+        # A bundle's members were checked when it was unpacked; an export folder is checked against its manifest.
+        manifest = (read_manifest(folder) or {}) if given != folder else verify_export(folder, cfg.cache_dir)
         _check_task(manifest.get("task_name"), task, folder)
         name: EngineName = default_engine(folder) if cfg.engine == "auto" else cfg.engine
         engine = open_engine(folder, name, threads=cfg.threads)

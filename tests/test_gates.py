@@ -4,17 +4,27 @@ and the real chain eval -> bench -> gate runs on the tiny model (the CI check of
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import cli_error
 
 from pruneofa import gates
 from pruneofa.cli import main
 
 
-def eval_doc(accuracy: float) -> dict[str, Any]:
-    return {"validation": {"accuracy": accuracy}, "task_name": "rotten_tomatoes", "engine": {"engine": "onnxruntime"}}
+def eval_doc(
+    accuracy: float, task: str = "rotten_tomatoes", num_examples: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """What `pruneofa eval --output` writes (the parts gate reads)."""
+    return {
+        "validation": {"accuracy": accuracy},
+        "task_name": task,
+        "engine": {"engine": "onnxruntime"},
+        "num_examples": {"validation": 200} if num_examples is None else num_examples,
+    }
 
 
 def bench_doc() -> dict[str, Any]:
@@ -85,6 +95,83 @@ def test_each_rule_fails(table: dict[str, Any]) -> None:
 def test_bad_rules_name_the_key(table: dict[str, Any], message: str) -> None:
     with pytest.raises(gates.GateInputError, match=message.replace("[", r"\[").replace("]", r"\]")):
         gates.parse_rules(table, "gates.toml")
+
+
+def _escaped(message: str) -> str:
+    return re.escape(message)
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        # accuracy limits are fractions: points (3, 80) were accepted and then always passed / always failed
+        ({"accuracy": {"max_drop": 3}}, "gates.toml: accuracy.max_drop = 3 is outside [0, 1]"),
+        ({"accuracy": {"max_drop": 3}}, "use a fraction: 0.03 = 3 points"),
+        ({"accuracy": {"min": 80}}, "gates.toml: accuracy.min = 80 is outside [0, 1]"),
+        ({"accuracy": {"min": 80}}, "use a fraction: 0.8 = 80 points"),
+        ({"accuracy": {"min": 1.01}}, "accuracy.min = 1.01 is outside [0, 1]"),
+        ({"accuracy": {"min": -0.1}}, "accuracy.min = -0.1 is outside [0, 1]; accuracy limits are fractions"),
+        ({"accuracy": {"max_drop": -0.01}}, "accuracy.max_drop = -0.01 is outside [0, 1]"),
+        # bench limits: floors and ceilings must be positive
+        ({"speedup": {"min": {"openvino-b1": -1}}}, "speedup.min[openvino-b1] = -1 must be > 0"),
+        ({"speedup": {"min": {"openvino-b1": 0}}}, "speedup.min[openvino-b1] = 0 must be > 0"),
+        ({"latency": {"max_p90_ms": {"openvino-int8-b1": 0}}}, "latency.max_p90_ms[openvino-int8-b1] = 0 must be > 0"),
+        ({"latency": {"max_max_ms": {"openvino-int8-b1": -5}}}, "latency.max_max_ms[openvino-int8-b1] = -5 must be"),
+        ({"throughput": {"min_seq_s": {"openvino-int8-b1": 0}}}, "throughput.min_seq_s[openvino-int8-b1] = 0 must"),
+        # NaN never compares (always fails), inf always passes a ceiling: neither is a limit
+        ({"accuracy": {"min": float("nan")}}, "accuracy.min = nan is not a finite number"),
+        ({"accuracy": {"max_drop": float("inf")}}, "accuracy.max_drop = inf is not a finite number"),
+        ({"latency": {"max_p99_ms": {"openvino-int8-b1": float("inf")}}}, "max_p99_ms[openvino-int8-b1] = inf is not"),
+        ({"speedup": {"min": {"openvino-b1": float("-inf")}}}, "speedup.min[openvino-b1] = -inf is not a finite"),
+        ({"throughput": {"min_seq_s": {"openvino-int8-b1": float("nan")}}}, "min_seq_s[openvino-int8-b1] = nan is"),
+        # the options are names, not numbers
+        ({"accuracy": {"metric": 1}}, "gates.toml: accuracy.metric = 1 is not a name"),
+    ],
+)
+def test_limits_outside_their_domain_are_input_errors(table: dict[str, Any], message: str) -> None:
+    with pytest.raises(gates.GateInputError, match=_escaped(message)) as info:
+        gates.parse_rules(table, "gates.toml")
+    assert "\n" not in str(info.value)
+
+
+def test_limits_on_the_domain_edges_are_accepted() -> None:
+    table = {"accuracy": {"min": 0, "max_drop": 1}, "speedup": {"min": {"openvino-b1": 0.001}}}
+    assert [r.limit for r in gates.parse_rules(table, "f").rules] == [0.0, 1.0, 0.001]
+    assert gates.parse_rules({"accuracy": {"min": 1.0, "max_drop": 0.0}}, "f").rules[0].limit == 1.0
+
+
+def test_flag_limits_outside_their_domain_name_the_flag() -> None:
+    with pytest.raises(gates.GateInputError, match=_escaped("--max_accuracy_drop 3 (accuracy.max_drop) is outside")):
+        gates.parse_rules({"accuracy": {"max_drop": 3.0}}, "flags")
+    speedup = {"speedup": {"min": gates.flag_pairs(["openvino-b1=-1"], "--min_speedup")}}
+    with pytest.raises(
+        gates.GateInputError, match=_escaped("--min_speedup openvino-b1=-1 (speedup.min[openvino-b1]) must")
+    ):
+        gates.parse_rules(speedup, "flags")
+
+
+def test_reference_of_another_task_or_dev_subset_is_an_input_error() -> None:
+    rules = gates.parse_rules({"accuracy": {"max_drop": 0.02}}, "test")
+    ev = eval_doc(0.85)
+    cases = [
+        (eval_doc(0.86, task="sst2"), "--eval is task 'rotten_tomatoes' but --reference is task 'sst2'"),
+        (
+            eval_doc(0.86, num_examples={"validation": 64}),
+            "--eval scored validation: 200 but --reference scored validation: 64",
+        ),
+        (eval_doc(0.86, num_examples={"test": 200}), "--eval scored validation: 200 but --reference scored test: 200"),
+        (eval_doc(0.86, num_examples={}), "--reference records no num_examples"),
+        ({**eval_doc(0.86), "num_examples": 200}, "--reference records no num_examples"),
+    ]
+    for ref, message in cases:
+        with pytest.raises(gates.GateInputError, match=_escaped(message)):
+            gates.evaluate(rules, ev, ref, None)
+    no_count = {k: v for k, v in ev.items() if k != "num_examples"}
+    with pytest.raises(gates.GateInputError, match=_escaped("--eval records no num_examples")):
+        gates.evaluate(rules, no_count, eval_doc(0.86), None)
+    # the same task named in another case, and the same subset: compared
+    (result,) = gates.evaluate(rules, ev, eval_doc(0.86, task="Rotten_Tomatoes"), None)
+    assert result.measured == pytest.approx(0.01)
 
 
 def test_unknown_and_unmeasured_variants_are_input_errors() -> None:
@@ -166,3 +253,41 @@ def test_ci_gate_on_the_tiny_model(tiny_exports: Path, tmp_path: Path, capsys: p
     assert run("gate", *files, *loose, "--min_speedup", "openvino-vs-torch-b1=0.001") == 0
     assert run("gate", *files, *loose, "--min_accuracy", "0.999") == 1  # an untrained model cannot reach it
     assert "FAILED accuracy.min: " in capsys.readouterr().err
+
+
+def test_cli_limits_outside_their_domain_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ev, ref = write(tmp_path / "e.json", eval_doc(0.85)), write(tmp_path / "r.json", eval_doc(0.86))
+    files = ["--eval", ev, "--reference", ref, "--bench", write(tmp_path / "b.json", bench_doc())]
+    line = cli_error(capsys, "gate", *files, "--max_accuracy_drop", "3")  # passed before: 0.01 <= 3
+    assert "--max_accuracy_drop 3" in line and "outside [0, 1]" in line and "0.03 = 3 points" in line
+    line = cli_error(capsys, "gate", *files, "--min_accuracy", "80")  # was exit 1, a "failed" gate
+    assert "--min_accuracy 80" in line and "0.8 = 80 points" in line
+    line = cli_error(capsys, "gate", *files, "--min_speedup", "openvino-b1=-1")
+    assert "--min_speedup openvino-b1=-1" in line and "must be > 0" in line
+    line = cli_error(capsys, "gate", *files, "--max_p90_ms", "openvino-int8-b1=0")
+    assert "--max_p90_ms openvino-int8-b1=0" in line and "must be > 0" in line
+    line = cli_error(capsys, "gate", *files, "--max_p99_ms", "openvino-int8-b1=inf")
+    assert "not a finite number" in line
+    line = cli_error(capsys, "gate", *files, "--min_throughput", "openvino-int8-b1=nan")
+    assert "--min_throughput openvino-int8-b1=nan" in line and "not a finite number" in line
+    rules = tmp_path / "gates.toml"
+    for text, where in (
+        ("[accuracy]\nmax_drop = 3\n", "accuracy.max_drop = 3"),
+        ("[accuracy]\nmin = nan\n", "accuracy.min = nan"),
+        ('[speedup]\nmin = { "openvino-b1" = -1.5 }\n', "speedup.min[openvino-b1] = -1.5"),
+    ):
+        rules.write_text(text)
+        line = cli_error(capsys, "gate", *files, "--rules", str(rules))
+        assert f"{rules}: {where}" in line
+
+
+def test_cli_reference_mismatch_names_both_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ev = write(tmp_path / "e.json", eval_doc(0.85))
+    for ref_doc, wrong in (
+        (eval_doc(0.86, task="sst2"), "task 'sst2'"),
+        (eval_doc(0.86, num_examples={"validation": 64}), "validation: 64"),
+    ):
+        ref = write(tmp_path / "r.json", ref_doc)
+        line = cli_error(capsys, "gate", "--eval", ev, "--reference", ref, "--max_accuracy_drop", "0.02")
+        assert f"--eval {ev}" in line and f"--reference {ref}" in line and wrong in line
+        assert "--task_name" in line and "--max_eval_samples" in line

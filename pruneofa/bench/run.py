@@ -3,7 +3,8 @@ side by side in one interleaved run -> a result dict (what bench.json holds). No
 
 Honesty rules: a variant that cannot run (no IR in a folder, no torch weights) is listed under `not_measured`
 with the reason, never estimated; speedups are ratios of the throughputs reported beside them; whether OpenVINO's
-sparse-weights kernel ran is read from its runtime model, with the CPU flags that explain why not.
+sparse-weights kernel ran is read from its runtime model, with the CPU flags that explain why not. Every model
+measured is of the sparse export's task (the `task_name` its manifest, or a training folder's pruneofa.json, records).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pruneofa.core import hardware
 from pruneofa.core.errors import ModelError, PruneofaError
 from pruneofa.core.files import read_json
 from pruneofa.runtime.engines import IR_XML, ONNX_FILE
-from pruneofa.runtime.manifest import read_manifest
+from pruneofa.runtime.manifest import read_manifest, verify_export
 
 BENCH_FORMAT = "pruneofa-bench/1"
 BENCH_ENGINES = ("onnxruntime", "openvino", "torch")
@@ -89,32 +90,75 @@ def export_folder(path: Path, role: str, precision: str) -> dict[str, Any]:
             f"{role} {path}: is a {manifest.get('precision')} export; {role} must be the {precision} one"
             + (" (export the stage-2 model)" if precision == "int8" else " (export the dense/teacher model)")
         )
+    verify_export(path)  # time the files the export verified, not whatever is there now
     return manifest
 
 
-def torch_source(manifest: dict[str, Any], override: Path | None) -> tuple[Path | None, str]:
-    """Where torch's float weights come from: --torch_model, else the baseline's recorded training folder."""
+def recorded_task(doc: dict[str, Any], what: str, fix: str) -> str:
+    """The `task_name` an export manifest or a training folder's pruneofa.json records."""
+    task = doc.get("task_name")
+    if not isinstance(task, str) or not task.strip():
+        raise ModelError(f"{what}: records no task_name, so its task is unknown; {fix}")
+    return task
+
+
+def training_task(folder: Path, role: str) -> str:
+    """The task a `pruneofa train` output was trained on (its pruneofa.json)."""
+    from pruneofa.models.folder import META_FILE, read_meta
+
+    return recorded_task(read_meta(folder), f"{role} {folder / META_FILE}", "re-run that training stage")
+
+
+def same_task(benched: tuple[str, str], other: tuple[str, str]) -> None:
+    """(what, task) of the sparse export and of a model it is measured against: one task, or a refusal."""
+    (what, task), (other_what, other_task) = benched, other
+    if task.strip().lower() != other_task.strip().lower():
+        raise ModelError(
+            f"{what} is task {task!r} but {other_what} is task {other_task!r}; bench it against a dense model "
+            f"trained on {task!r} (its export or its `pruneofa train` output)"
+        )
+
+
+def torch_source(
+    manifest: dict[str, Any], override: Path | None, benched: tuple[str, str] | None = None
+) -> tuple[Path | None, str]:
+    """Where torch's float weights come from: --torch_model, else the baseline's recorded training folder.
+
+    Either must be of the task `benched` names ((what, task); default: the baseline manifest's): a --torch_model
+    of another task is refused, a recorded folder since reused for another task is not measured (note says why).
+    """
     from pruneofa.training.trained import is_training_output
 
+    benched = benched or ("--baseline", recorded_task(manifest, "--baseline", "re-export it with `pruneofa export`"))
     if override is not None:
         if not is_training_output(override):
             raise ModelError(f"--torch_model {override}: not a `pruneofa train` output (no pruneofa.json)")
+        same_task(benched, (f"--torch_model {override}", training_task(override, "--torch_model")))
         return override, "--torch_model"
     recorded = (manifest.get("source") or {}).get("folder")
     if recorded and is_training_output(Path(recorded)):
+        task = training_task(Path(recorded), "the baseline's source folder")
+        if task.strip().lower() != benched[1].strip().lower():
+            return None, (
+                f"no torch weights: the baseline's source folder {recorded!r} now holds a {task!r} model, not "
+                f"{benched[1]!r}; pass --torch_model TRAIN_DIR"
+            )
         return Path(recorded), "the baseline manifest's source folder"
     return None, f"no torch weights: the baseline's source folder {recorded!r} is gone; pass --torch_model TRAIN_DIR"
 
 
 @contextlib.contextmanager
 def resolve_models(sparse: Path, baseline: Path, cfg: BenchConfig) -> Iterator[tuple[Models, dict[str, Any]]]:
-    """Both exports checked; a dense training output as --baseline is exported to fp32 in a temp folder first."""
+    """Both exports checked, of one task; a dense training output as --baseline is exported to fp32 in a temp
+    folder first (after its task is checked, not minutes later)."""
     from pruneofa.training.trained import is_training_output
 
     manifests = {"sparse": export_folder(sparse, "SPARSE_INT8_EXPORT", "int8")}
+    benched = (f"SPARSE_INT8_EXPORT {sparse}", _export_task(manifests["sparse"], "SPARSE_INT8_EXPORT", sparse))
     with tempfile.TemporaryDirectory(prefix="pruneofa-bench-") as tmp:
         exported = baseline.is_dir() and is_training_output(baseline)
         if exported:
+            same_task(benched, (f"--baseline {baseline}", training_task(baseline, "--baseline")))
             from pruneofa.export.exporter import ExportConfig, export
 
             target = Path(tmp) / "baseline-fp32"
@@ -123,15 +167,25 @@ def resolve_models(sparse: Path, baseline: Path, cfg: BenchConfig) -> Iterator[t
         else:
             baseline_folder = baseline
         manifests["baseline"] = export_folder(baseline_folder, "--baseline", "fp32")
-        source, note = torch_source(manifests["baseline"], cfg.torch_model or (baseline if exported else None))
+        same_task(benched, (f"--baseline {baseline}", _export_task(manifests["baseline"], "--baseline", baseline)))
+        override = cfg.torch_model or (baseline if exported else None)
+        source, note = torch_source(manifests["baseline"], override, benched)
         if source is None and "torch" in cfg.engines:
             note = f"not measured: {note}"
         yield Models(sparse, baseline_folder, source, note, baseline), manifests
 
 
+def _export_task(manifest: dict[str, Any], role: str, folder: Path) -> str:
+    return recorded_task(manifest, f"{role} {folder}", "re-export it with `pruneofa export`")
+
+
 def check_compatible(manifests: dict[str, dict[str, Any]], models: Models, seq_len: int) -> list[str]:
-    """Same model inputs, vocabulary and label count on both sides, and seq_len within the position table."""
+    """Same task, model inputs, vocabulary and label count on both sides, and seq_len within the position table."""
     sparse, base = manifests["sparse"], manifests["baseline"]
+    same_task(
+        (f"SPARSE_INT8_EXPORT {models.sparse}", _export_task(sparse, "SPARSE_INT8_EXPORT", models.sparse)),
+        (f"--baseline {models.baseline_given}", _export_task(base, "--baseline", models.baseline_given)),
+    )
     names = list(sparse.get("inputs") or {})
     if names != list(base.get("inputs") or {}):
         raise ModelError(

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pruneofa.commands.options import Task, opt
+from pruneofa.commands.options import Task, check_output_file, check_output_folder, on_interrupt, opt
 from pruneofa.core.errors import PruneofaError
 
 
@@ -71,7 +71,13 @@ def export(
         int8_embeddings=not float_embeddings,
         trim_vocab=trim_vocab,
     )
-    manifest = export_model(model, cfg)
+    check_output_folder(output_dir, "--output_dir")
+    from pruneofa.data.loading import check_data_file, named_files
+
+    if validation_file is not None and not no_verify:  # found before the model is exported, not after
+        check_data_file(validation_file, f"--validation_file {validation_file}")
+    with named_files({"--validation_file": validation_file}):
+        manifest = export_model(model, cfg)
     for name, info in manifest["runtime"].items():
         typer.echo(f"{name}: {info['int8_matmuls']} int8 matmuls (of {info['quantized_linears']} Linears)")
     check = manifest["verification"]
@@ -80,7 +86,7 @@ def export(
         scores = {e: check[e]["metrics"][split][metric] for e in ("torch", *manifest["runtime"])}
         typer.echo(f"{metric} on {check['num_examples']} {split} examples: {scores}")
     else:
-        typer.echo(f"verification skipped: {check['reason']}")
+        typer.echo(f"WARNING: the export was NOT verified on dev data: {check['reason']}", err=True)
     if manifest["vocabulary"]["trimmed"]:
         v = manifest["vocabulary"]
         typer.echo(f"vocabulary trimmed to {v['rows_after']} of {v['rows_before']} tokens ({v['corpus']})")
@@ -105,7 +111,9 @@ def bundle(
     from pruneofa import BundleConfig
     from pruneofa import bundle as make_bundle
 
-    doc = make_bundle(export_dir, BundleConfig(output=output, with_openvino=openvino, overwrite=overwrite))
+    cfg = BundleConfig(output=output, with_openvino=openvino, overwrite=overwrite)
+    check_output_file(output, "--output", "model.tar.gz")
+    doc = make_bundle(export_dir, cfg)
     typer.echo(f"{len(doc['members'])} members, {doc['bytes'] / 1e6:.2f} MB -> {output}")
 
 
@@ -130,6 +138,7 @@ def eval_(
 
     from pruneofa import EvalConfig, evaluate
 
+    _check_threads(threads)
     cfg = EvalConfig(
         task_name=task_name,
         validation_file=validation_file,
@@ -139,7 +148,14 @@ def eval_(
         threads=threads,
         cache_dir=cache_dir,
     )
-    result = evaluate(model, cfg)
+    if output is not None:  # before the eval, not after it
+        check_output_file(output, "--output", "metrics.json")
+    from pruneofa.data.loading import check_data_file, named_files
+
+    if validation_file is not None:  # a missing or non-UTF-8 dev file is found before the model is loaded
+        check_data_file(validation_file, f"--validation_file {validation_file}")
+    with named_files({"--validation_file": validation_file}):
+        result = evaluate(model, cfg)
     text = json.dumps(result, indent=2)
     if output is not None:
         from pruneofa.core.files import write_json_atomic
@@ -170,13 +186,36 @@ def predict(
 
     from pruneofa import Predictor
     from pruneofa.runtime.engines import ENGINES
-    from pruneofa.runtime.predict import predict_stream, read_rows
+    from pruneofa.runtime.predict import argument_rows, check_text, predict_stream, read_rows
 
     if engine is not None and engine not in ENGINES:
         raise PruneofaError(f"--engine {engine!r}: unknown; use one of {', '.join(ENGINES)}")
     if batch_size < 1:
         raise PruneofaError(f"--batch_size {batch_size}: must be at least 1")
+    _check_threads(threads)
+    from_stdin = text is None or text == "-"
+    if not from_stdin:  # undecodable argv bytes: refused before the model is loaded
+        check_text(text or "", "the text argument")
+    if text_pair is not None:
+        check_text(text_pair, "the text_pair argument")
+    printed = [0]
+    on_interrupt(
+        lambda args: (
+            f"{printed[0]} prediction(s) were printed, each a complete line, for the first rows of the input; "
+            "the rows after them were not predicted: run again on those"
+        )
+    )
     predictor = Predictor(bundle, engine, threads)
-    rows = iter([(text, text_pair)]) if text is not None and text != "-" else read_rows(sys.stdin)
+    if from_stdin:
+        # bytes, decoded by read_rows: a line that is not UTF-8 is then named, whatever the locale's encoding
+        rows = read_rows(getattr(sys.stdin, "buffer", sys.stdin), "stdin", predictor)
+    else:
+        rows = iter(argument_rows(predictor, text or "", text_pair))
     for prediction in predict_stream(predictor, rows, batch_size):
         typer.echo(json.dumps(prediction))
+        printed[0] += 1
+
+
+def _check_threads(threads: int | None) -> None:
+    if threads is not None and threads < 1:
+        raise PruneofaError(f"--threads {threads}: must be at least 1 (or left out for the engine's default)")

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pruneofa.commands.options import opt
+from pruneofa.commands.options import check_output_folder, opt
 from pruneofa.core.errors import PruneofaError
 
 
@@ -69,6 +69,7 @@ def bench(
         torch_model=torch_model,
         cache_dir=cache_dir,
     )
+    check_output_folder(output_dir, "--output_dir")
     check_outputs(output_dir, overwrite)  # before minutes of measuring, not after
     with _progress_bar() as progress:
         doc = benchmark(sparse_int8_export, baseline, cfg, progress)

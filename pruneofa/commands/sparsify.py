@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pruneofa.commands.options import opt
+from pruneofa.commands.options import check_output_folder, opt
 
 
 def sparsify(
@@ -47,6 +47,7 @@ def sparsify(
                              batch_size=batch_size, max_seq_length=max_seq_length, seed=seed)  # fmt: skip
     cfg = SparsifyConfig(output_dir=output_dir, sparsity=sparsity_level, method=method, text_file=text_file,  # type: ignore[arg-type]  # validated by SparsifyConfig
                          schedule=schedule, overwrite_output_dir=overwrite_output_dir)  # fmt: skip
+    check_output_folder(output_dir, "--output_dir")
     report = run_sparsify(model, cfg)
     for name, row in report["layers"].items():
         typer.echo(f"{row['sparsity']:7.2%}  {name}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pruneofa.commands.options import Task, opt
+from pruneofa.commands.options import Task, check_output_folder, on_interrupt, opt
 
 
 def train(
@@ -80,7 +80,9 @@ def train(
             hidden=True,
         ),
     ] = None,
-    ddp_backend: Annotated[str | None, opt("--ddp_backend", help="gloo or nccl (default: by device).")] = None,
+    ddp_backend: Annotated[
+        str | None, opt("--ddp_backend", help="gloo, nccl or mpi (default: nccl on CUDA, gloo on CPU).")
+    ] = None,
     max_train_samples: Annotated[int | None, opt("--max_train_samples", help="Use the first N train examples.")] = None,
     max_eval_samples: Annotated[int | None, opt("--max_eval_samples", help="Use the first N dev examples.")] = None,
     overwrite_output_dir: Annotated[
@@ -114,6 +116,8 @@ def train(
     --resume STAGE1_DIR)."""
     from pruneofa import TrainConfig
     from pruneofa import train as run_train
+    from pruneofa.data.loading import check_data_file, named_files
+    from pruneofa.training.distributed import check_backend
 
     cfg = TrainConfig(
         task_name=task_name,
@@ -150,6 +154,36 @@ def train(
         checkpointing_steps=checkpointing_steps,
         resume_from_checkpoint=resume_from_checkpoint,
     )
-    result = run_train(cfg, ddp_backend=ddp_backend)
+    backend = check_backend(ddp_backend)
+    check_output_folder(output_dir, "--output_dir")
+    for flag, path in (("--train_file", train_file), ("--validation_file", validation_file)):
+        if path is not None:  # a missing or non-UTF-8 file is found before any model is loaded
+            check_data_file(path, f"{flag} {path}")
+    on_interrupt(lambda args: _interrupted(output_dir, args))
+    with named_files({"--train_file": train_file, "--validation_file": validation_file}):
+        result = run_train(cfg, ddp_backend=backend)
     if result.is_main:
         typer.echo(f"best epoch {result.best_epoch}: {result.best_metrics} -> {result.output_dir}")
+
+
+_RESUME_FLAGS = ("--resume_from_checkpoint", "--resume-from-checkpoint")
+
+
+def _interrupted(output_dir: Path, args: list[str]) -> str:
+    """What Ctrl-C left: the training state of the last checkpoint, and the command that continues from it."""
+    import shlex
+
+    from pruneofa.core.errors import ModelError
+    from pruneofa.training.state import find_checkpoint
+
+    try:
+        checkpoint = find_checkpoint(output_dir)
+    except ModelError:
+        return (
+            f"no training state was saved yet in {output_dir} (one is saved every epoch and every "
+            "--checkpointing_steps steps); run the same command again to start over"
+        )
+    resuming = any(a.split("=", 1)[0] in _RESUME_FLAGS for a in args)
+    command = shlex.join(["pruneofa", *args, *([] if resuming else ["--resume_from_checkpoint", str(output_dir)])])
+    how = "the same command" if resuming else f"the same arguments plus --resume_from_checkpoint {output_dir}"
+    return f"the training state is saved in {checkpoint}; continue with {how}: {command}"

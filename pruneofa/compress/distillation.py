@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pruneofa.core.errors import PruneofaError
+from pruneofa.core.files import locked
 
 HARD_LOSSES = ("CE",)
 SOFT_LOSSES = ("KL", "CE", "MSE")
@@ -173,15 +174,17 @@ def save_logits_cache(path: str | Path, logits: torch.Tensor, key: Mapping[str, 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {_CACHE_META: json.dumps(dict(key), sort_keys=True)}
-    # A temp file in the same directory, then os.replace: readers never see a half-written cache.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({_CACHE_TENSOR: logits.detach().float().cpu().contiguous()}, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Under a lock beside the cache folder (so it holds only entries): writers on nodes sharing the filesystem take
+    # turns. A temp file in the same directory, then os.replace: readers never see a half-written cache.
+    with locked(path.parent):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            save_file({_CACHE_TENSOR: logits.detach().float().cpu().contiguous()}, tmp, metadata=meta)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def load_logits_cache(path: str | Path, key: Mapping[str, str]) -> torch.Tensor | None:

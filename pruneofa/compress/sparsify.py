@@ -12,7 +12,6 @@ import copy
 import dataclasses
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +22,8 @@ from pruneofa.compress import sparsity
 from pruneofa.compress.prune_once import GradualConfig, distillation_gap, gradual_prune
 from pruneofa.core.cache import default_cache_dir
 from pruneofa.core.errors import PruneofaError
-from pruneofa.core.files import write_json_atomic
+from pruneofa.core.files import apply_umask, make_staging_dir, write_json_atomic
+from pruneofa.core.outputs import check_not_an_input, claim_output_dir
 from pruneofa.core.versions import package_versions
 from pruneofa.data.builtin import rotten_tomatoes_unlabeled_texts
 from pruneofa.models.loading import from_pretrained_checked, load_tokenizer, resolve_model
@@ -77,20 +77,19 @@ def load_texts(text_file: str, flag: str = "--text_file") -> list[str]:
     return texts
 
 
-def _claim_output_dir(output_dir: Path, overwrite: bool) -> None:
-    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise PruneofaError(
-            f"--output_dir {output_dir}: exists and is not empty; choose another folder or pass --overwrite_output_dir"
-        )
+def _claim_output_dir(output_dir: Path, overwrite: bool, model_ref: str, text_file: str | None) -> None:
+    """Only an earlier sparse model may be replaced (with --overwrite_output_dir), never an input of this run."""
+    check_not_an_input(output_dir, "--output_dir", {"MODEL": model_ref, "--text_file": text_file})
+    claim_output_dir(output_dir, "--output_dir", "sparse model", overwrite, "--overwrite_output_dir")
 
 
 def _write_folder(output_dir: Path, model: Any, tokenizer: Any, report: dict[str, Any]) -> None:
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.staging-"))
+    staging = make_staging_dir(output_dir)
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         write_json_atomic(staging / REPORT_FILE, report)
+        apply_umask(staging)
         if output_dir.exists():
             shutil.rmtree(output_dir)
         os.replace(staging, output_dir)
@@ -103,7 +102,7 @@ def sparsify(model_ref: str, cfg: SparsifyConfig) -> dict[str, Any]:
     output_dir, target, method, text_file = cfg.output_dir, cfg.sparsity, cfg.method, cfg.text_file
     gradual = dataclasses.replace(cfg.schedule, target=target) if cfg.schedule else None
     overwrite = cfg.overwrite_output_dir
-    _claim_output_dir(output_dir, overwrite)
+    _claim_output_dir(output_dir, overwrite, model_ref, text_file)
     path = resolve_model(model_ref)
     model = from_pretrained_checked(AutoModel, path, "model")
     tokenizer = load_tokenizer(path)

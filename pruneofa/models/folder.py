@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from pruneofa.core.errors import ModelError
-from pruneofa.core.files import read_json, sha256_file, write_json_atomic
+from pruneofa.core.files import make_staging_dir, read_json, sha256_file, write_json_atomic
 
 META_FILE = "pruneofa.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -39,7 +38,7 @@ def save_model_dir(
 ) -> None:
     """Stage every file in a temp folder, move them in, and write pruneofa.json (with their hashes) last."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=".staging-"))
+    staging = make_staging_dir(out_dir / "files")
     try:
         # Only float weights go to model.safetensors, so `from_pretrained` sees no unexpected keys.
         model.save_pretrained(staging, state_dict=float_state)
@@ -56,9 +55,15 @@ def save_model_dir(
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def resume_folder(path: Path) -> Path:
+    """The folder `--resume` names: DIR for `DIR` and for the reference's `DIR/best_model.pt` (unchecked)."""
+    path = path.expanduser()
+    return path.parent if path.name == LEGACY_RESUME_NAME and not path.exists() else path
+
+
 def resolve_resume(path: Path) -> Path:
     """A pruneofa model folder from `--resume DIR` or the reference's `--resume DIR/best_model.pt`."""
-    folder = path.parent if path.name == LEGACY_RESUME_NAME and not path.exists() else path
+    folder = resume_folder(path)
     if path.is_file() and path.suffix in (".pt", ".pth", ".bin"):
         raise ModelError(
             f"--resume {path}: pickled checkpoints are never loaded (unsafe); pass the output folder of a "

@@ -11,6 +11,7 @@ import importlib.metadata
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from transformers import (
 
 from pruneofa.core.cache import default_cache_dir
 from pruneofa.core.errors import ModelError
+from pruneofa.core.files import locked
 from pruneofa.core.hub import hub_offline_reason
 from pruneofa.data.tasks import TaskSpec
 
@@ -51,32 +53,41 @@ def packaged_minilm_dir() -> Path:
 
 
 def _tiny_bert_dir(cache_dir: Path) -> Path:
-    """Build (once) a tiny random BERT folder with MiniLM's tokenizer; deterministic from a fixed seed."""
+    """Build (once) a tiny random BERT folder with MiniLM's tokenizer; deterministic from a fixed seed.
+
+    Every node's local rank 0 may get here at once on a shared filesystem: the build runs under a lock beside the
+    folder, in a staging folder of its own, published with one rename; whoever waited finds it done."""
     out = cache_dir / "models" / f"tiny-bert-{_TINY_VERSION}"
     if (out / "config.json").exists():
         return out
-    tokenizer = AutoTokenizer.from_pretrained(str(packaged_minilm_dir()))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(1234)
-    model = BertForSequenceClassification(config)
-    torch.random.set_rng_state(generator_state)
-    staging = out.with_name(out.name + f".tmp{os.getpid()}")
-    # Not model.save_pretrained: under torch.distributed it writes only on global rank 0, and every node needs this.
-    config.save_pretrained(staging)
-    save_file(model.state_dict(), str(staging / "model.safetensors"), metadata={"format": "pt"})
-    tokenizer.save_pretrained(staging)
-    try:
-        staging.rename(out)
-    except OSError:  # another process (a DDP rank) finished first: keep its copy
-        shutil.rmtree(staging, ignore_errors=True)
+    with locked(out):
+        if (out / "config.json").exists():  # built by another process while this one waited
+            return out
+        for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a killed builder: under the lock, dead
+            shutil.rmtree(stale, ignore_errors=True)
+        tokenizer = AutoTokenizer.from_pretrained(str(packaged_minilm_dir()))
+        config = BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=512,
+        )
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream must not depend on this cache
+            torch.manual_seed(1234)
+            model = BertForSequenceClassification(config)
+        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+        try:
+            # Not model.save_pretrained: under torch.distributed it writes only on global rank 0, and every node
+            # needs this.
+            config.save_pretrained(staging)
+            save_file(model.state_dict(), str(staging / "model.safetensors"), metadata={"format": "pt"})
+            tokenizer.save_pretrained(staging)
+            shutil.rmtree(out, ignore_errors=True)  # an incomplete folder (no config.json) of an older version
+            os.replace(staging, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
@@ -97,6 +108,26 @@ def resolve_model(name_or_path: str, cache_dir: Path | None = None) -> str:
             f"a built-in name ({', '.join(BUILTIN_NAMES)}) or a Hugging Face Hub id"
         )
     return name_or_path
+
+
+def model_ref(name_or_path: str) -> str:
+    """How runs record a model: a local folder as its resolved absolute path (so the same folder, spelled otherwise
+    or reached from another directory, is recognised), a built-in name or Hub id as given. Local-first like
+    `resolve_model`: a built-in name wins over a folder of that name."""
+    if name_or_path in BUILTIN_NAMES or name_or_path in MINILM_ALIASES:
+        return name_or_path
+    path = Path(name_or_path).expanduser()
+    return str(path.resolve()) if path.is_dir() else name_or_path
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two model arguments name the same model: folders by resolved path, built-ins by alias, Hub ids
+    by spelling."""
+
+    def key(ref: str) -> str:
+        return MINILM_ALIASES[0] if ref in MINILM_ALIASES else model_ref(ref)
+
+    return key(a) == key(b)
 
 
 def from_pretrained_checked(loader: Any, name_or_path: str, what: str, **kwargs: Any) -> Any:
@@ -176,7 +207,11 @@ def check_label_order(id2label: dict[int, str], task: TaskSpec, who: str) -> Non
     if all(n.startswith("label_") or n.isdigit() for n in names):
         return
     expected = [n.lower() for n in task.label_names]
-    if sorted(names) == sorted(expected) and names != expected:
+    if sorted(names) != sorted(expected):
+        raise ModelError(
+            f"{who}: its labels {names} are not task {task.name!r}'s {expected}; pass a teacher fine-tuned on this task"
+        )
+    if names != expected:
         raise ModelError(
             f"{who}: label order {names} differs from task {task.name!r} order {expected}; "
             "use a teacher trained with this task's label ids"

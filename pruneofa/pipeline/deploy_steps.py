@@ -7,37 +7,50 @@ from pathlib import Path
 from typing import Any
 
 from pruneofa.core.files import write_json_atomic
-from pruneofa.pipeline.recipe import Recipe
+from pruneofa.pipeline.recipe import Recipe, build
 from pruneofa.pipeline.step import Step
+
+# Every step's config is built when its Step is made (plan time), not when it runs: `--dry_run` then runs the
+# configs' own checks too, and a real run fails before its first step instead of hours into it.
 
 EVAL_FILE = "eval.json"
 GATE_FILE = "gate.json"
 
 
 def export_step(recipe: Recipe, source: Step, out: Path, precision: str) -> Step:
-    def run() -> dict[str, Any]:
-        from pruneofa.export.exporter import ExportConfig, export
-        from pruneofa.scoring import EvalConfig, evaluate_folder
+    from pruneofa.export.exporter import ExportConfig
+    from pruneofa.scoring import EvalConfig
 
-        vfile = Path(recipe.data.validation_file) if recipe.data.validation_file else None
-        manifest = export(
-            source.output,
-            ExportConfig(
-                output_dir=out,
-                formats=recipe.export.formats,
-                precision=precision,  # type: ignore[arg-type]  # "int8" or "fp32", set by plan()
-                overwrite=True,
-                validation_file=vfile,
-                max_eval_samples=recipe.data.max_eval_samples,
-            ),
-        )
+    vfile = Path(recipe.data.validation_file) if recipe.data.validation_file else None
+    export_cfg = build(
+        recipe,
+        f"export-{precision}",
+        "[export], [data]",
+        lambda: ExportConfig(
+            output_dir=out,
+            formats=recipe.export.formats,
+            precision=precision,  # type: ignore[arg-type]  # "int8" or "fp32", set by plan()
+            overwrite=True,
+            validation_file=vfile,
+            max_eval_samples=recipe.data.max_eval_samples,
+        ),
+    )
+    eval_cfg = build(
+        recipe,
+        f"export-{precision}",
+        "[data]",
+        lambda: EvalConfig(
+            task_name=recipe.data.task_name, validation_file=vfile, max_eval_samples=recipe.data.max_eval_samples
+        ),
+    )
+
+    def run() -> dict[str, Any]:
+        from pruneofa.export.exporter import export
+        from pruneofa.scoring import evaluate_folder
+
+        manifest = export(source.output, export_cfg)
         # The exported model's own dev score, in the `pruneofa eval` format the gate reads.
-        scores = evaluate_folder(
-            out,
-            EvalConfig(
-                task_name=recipe.data.task_name, validation_file=vfile, max_eval_samples=recipe.data.max_eval_samples
-            ),
-        )
+        scores = evaluate_folder(out, eval_cfg)
         write_json_atomic(out.parent / f"{out.name}.{EVAL_FILE}", scores)
         return {"precision": precision, "verification": manifest.get("verification"), "eval": scores}
 
@@ -51,30 +64,42 @@ BUNDLE_FILE = "model.tar.gz"
 def bundle_step(export: Step, out: Path) -> Step:
     """The sparse-int8 export as one file to ship (`out/model.tar.gz`)."""
 
+    from pruneofa.export.bundle import BundleConfig
+
+    cfg = BundleConfig(output=out / BUNDLE_FILE, overwrite=True)
+
     def run() -> dict[str, Any]:
-        from pruneofa.export.bundle import BundleConfig, write_bundle
+        from pruneofa.export.bundle import write_bundle
 
         out.mkdir(parents=True, exist_ok=True)
-        doc = write_bundle(export.output, BundleConfig(output=out / BUNDLE_FILE, overwrite=True))
+        doc = write_bundle(export.output, cfg)
         return {"file": doc["file"], "bytes": doc["bytes"]}
 
     return Step("bundle", {"export": export.fingerprint}, out, run)
 
 
 def bench_step(recipe: Recipe, sparse: Step, dense: Step, teacher: Step, out: Path) -> Step:
-    def run() -> dict[str, Any]:
-        from pruneofa.bench.report import write_outputs
-        from pruneofa.bench.run import BenchConfig, run_bench
+    from pruneofa.bench.run import BenchConfig
 
-        b = recipe.bench
-        cfg = BenchConfig(
+    b = recipe.bench
+    cfg = build(
+        recipe,
+        "bench",
+        "[bench]",
+        lambda: BenchConfig(
             batch_sizes=b.batch_sizes,
             seq_len=b.seq_len,
             threads=b.threads,
             duration=b.duration,
             iterations=b.iterations,
             torch_model=teacher.output,
-        )
+        ),
+    )
+
+    def run() -> dict[str, Any]:
+        from pruneofa.bench.report import write_outputs
+        from pruneofa.bench.run import run_bench
+
         doc = run_bench(sparse.output, dense.output, cfg)
         write_outputs(doc, out, overwrite=True)
         return {
@@ -87,11 +112,12 @@ def bench_step(recipe: Recipe, sparse: Step, dense: Step, teacher: Step, out: Pa
 
 
 def gate_step(recipe: Recipe, sparse: Step, teacher: Step, bench: Step, out: Path) -> Step:
-    def run() -> dict[str, Any]:
-        from pruneofa import gates
+    from pruneofa import gates
 
+    rules = gates.parse_rules(recipe.gate, f"recipe {recipe.name} [gate]")
+
+    def run() -> dict[str, Any]:
         root = out.parent
-        rules = gates.parse_rules(recipe.gate, f"recipe {recipe.name} [gate]")
         ev = json.loads((root / f"{sparse.output.name}.{EVAL_FILE}").read_text())
         ref = json.loads((root / f"export-fp32.{EVAL_FILE}").read_text())
         doc = json.loads((bench.output / "bench.json").read_text())

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pruneofa.pipeline.recipe import Recipe, StageSection
+from pruneofa.pipeline.recipe import Recipe, StageSection, build
 from pruneofa.pipeline.step import Step
 from pruneofa.training.config import TrainConfig
 from pruneofa.training.distributed import Runtime
+
+if TYPE_CHECKING:
+    from pruneofa.compress.sparsify import SparsifyConfig
 
 
 def data_args(recipe: Recipe) -> dict[str, Any]:
@@ -44,19 +47,28 @@ def run_train_step(cfg: TrainConfig, rt: Runtime) -> dict[str, Any]:
 
 
 def stage_config(recipe: Recipe, stage: StageSection, out: Path, student: str, teacher: str) -> TrainConfig:
-    return TrainConfig(
-        output_dir=out,
-        model_name_or_path=student,
-        teacher_model_name_or_path=teacher,
-        do_prune=True,
-        do_distillation=True,
-        learning_rate=stage.learning_rate,
-        num_train_epochs=stage.epochs,
-        temperature=stage.temperature,
-        loss_weights=stage.loss_weights,
-        pad_to_max_length=stage.pad_to_max_length,
-        **data_args(recipe),
-    )
+    """A training stage's config, built (and so checked) when the pipeline is planned, `--dry_run` included."""
+
+    def make() -> TrainConfig:
+        from pruneofa.compress.distillation import DistillConfig
+
+        cfg = TrainConfig(
+            output_dir=out,
+            model_name_or_path=student,
+            teacher_model_name_or_path=teacher,
+            do_prune=True,
+            do_distillation=True,
+            learning_rate=stage.learning_rate,
+            num_train_epochs=stage.epochs,
+            temperature=stage.temperature,
+            loss_weights=stage.loss_weights,
+            pad_to_max_length=stage.pad_to_max_length,
+            **data_args(recipe),
+        )
+        DistillConfig(loss_types=cfg.loss_types, loss_weights=cfg.loss_weights, temperature=cfg.temperature)
+        return cfg
+
+    return build(recipe, out.name, f"[{out.name}], [data]", make)
 
 
 def teacher_step(recipe: Recipe, root: Path, rt: Runtime) -> Step:
@@ -71,12 +83,17 @@ def teacher_step(recipe: Recipe, root: Path, rt: Runtime) -> Step:
             out,
             lambda: import_teacher(t.path or "", recipe.data.task_name, out, data_args(recipe), rt),
         )
-    cfg = TrainConfig(
-        output_dir=out,
-        model_name_or_path=t.model,
-        learning_rate=t.learning_rate,
-        num_train_epochs=t.epochs,
-        **data_args(recipe),
+    cfg = build(
+        recipe,
+        "teacher",
+        "[teacher], [data]",
+        lambda: TrainConfig(
+            output_dir=out,
+            model_name_or_path=t.model,
+            learning_rate=t.learning_rate,
+            num_train_epochs=t.epochs,
+            **data_args(recipe),
+        ),
     )
     return Step(
         "teacher",
@@ -91,9 +108,9 @@ def student_step(recipe: Recipe, root: Path) -> Step | None:
     if s.path:
         return None
 
-    def run() -> dict[str, Any]:
+    def make() -> SparsifyConfig:
         from pruneofa.compress.prune_once import GradualConfig
-        from pruneofa.compress.sparsify import SparsifyConfig, sparsify
+        from pruneofa.compress.sparsify import SparsifyConfig
 
         gradual = GradualConfig(
             target=s.sparsity,
@@ -104,7 +121,7 @@ def student_step(recipe: Recipe, root: Path) -> Step | None:
             max_seq_length=recipe.data.max_seq_length,
             seed=recipe.data.seed,
         )
-        cfg = SparsifyConfig(
+        return SparsifyConfig(
             output_dir=root / "student",
             sparsity=s.sparsity,
             method=s.method,  # type: ignore[arg-type]  # validated by the recipe
@@ -112,6 +129,12 @@ def student_step(recipe: Recipe, root: Path) -> Step | None:
             schedule=gradual,
             overwrite_output_dir=True,
         )
+
+    cfg = build(recipe, "student", "[student], [data]", make)  # at plan time, so --dry_run checks it too
+
+    def run() -> dict[str, Any]:
+        from pruneofa.compress.sparsify import sparsify
+
         report = sparsify(s.dense_model, cfg)
         return {k: report.get(k) for k in ("method", "overall", "held_out_hidden_mse")}
 

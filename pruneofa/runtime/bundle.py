@@ -14,13 +14,12 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pruneofa.core.cache import default_cache_dir
 from pruneofa.core.errors import ModelError
-from pruneofa.core.files import sha256_file
+from pruneofa.core.files import apply_umask, make_staging_dir, sha256_file
 
 BUNDLE_FORMAT = "pruneofa-bundle/1"
 BUNDLE_MANIFEST = "bundle.json"
@@ -93,9 +92,10 @@ def open_bundle(path: Path, cache_dir: Path | None = None) -> Path:
     members = _read_members(path)
     doc = _verified(path, members)
     root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}.staging-"))
+    staging = make_staging_dir(folder)
     try:
         _unpack_into(staging, path, members, doc)
+        apply_umask(staging)
         try:
             os.replace(staging, folder)
         except OSError:  # another process unpacked the same bundle first: theirs is as good

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,8 +84,39 @@ class TrainConfig:
                 "--do_distillation needs --teacher_model_name_or_path: a dense model fine-tuned on the task "
                 "(make one with `pruneofa train` and no --do_* flag)"
             )
+        if self.do_distillation:
+            self._check_distillation_flags()
         if self.max_seq_length > 4096:
             raise PruneofaError(f"--max_seq_length {self.max_seq_length}: too long; BERT-class models take <= 512")
+
+    def _check_distillation_flags(self) -> None:
+        """The loss flags, checked with the run's arguments: a bad combination must fail before any work."""
+        from pruneofa.compress.distillation import HARD_LOSSES, SOFT_LOSSES
+
+        hard, soft = self.loss_types
+        if hard not in HARD_LOSSES:
+            raise PruneofaError(
+                f"--loss_types {hard} {soft}: the first (hard-label) loss must be {' or '.join(HARD_LOSSES)}; "
+                "e.g. --loss_types CE KL"
+            )
+        if soft not in SOFT_LOSSES:
+            raise PruneofaError(
+                f"--loss_types {hard} {soft}: the second (teacher) loss must be one of {', '.join(SOFT_LOSSES)}; "
+                "e.g. --loss_types CE KL"
+            )
+        weights = " ".join(f"{w:g}" for w in self.loss_weights)
+        if not all(math.isfinite(w) and w >= 0 for w in self.loss_weights):
+            raise PruneofaError(
+                f"--loss_weights {weights}: both weights must be numbers >= 0; e.g. --loss_weights 0 1 for pure "
+                "distillation, 0.5 0.5 to mix in the labels"
+            )
+        if not any(w > 0 for w in self.loss_weights):
+            raise PruneofaError(
+                f"--loss_weights {weights}: at least one weight must be > 0; e.g. --loss_weights 0 1 for pure "
+                "distillation"
+            )
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise PruneofaError(f"--temperature {self.temperature:g}: the distillation temperature must be > 0, e.g. 2")
 
     @property
     def stage(self) -> str:
@@ -96,9 +128,32 @@ class TrainConfig:
         return "finetune"
 
     def to_json(self) -> dict[str, Any]:
-        """Arguments as plain JSON values (paths as strings), recorded in pruneofa.json."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
-        return out
+        """Arguments as plain JSON values, recorded in pruneofa.json and the training state: local paths resolved
+        and absolute (see `recorded_arg`), so what a run records does not depend on the directory it ran from."""
+        return {f.name: recorded_arg(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+MODEL_FIELDS = ("model_name_or_path", "teacher_model_name_or_path")
+
+
+def recorded_arg(name: str, value: Any) -> Any:
+    """An argument as runs record and compare it. A local model folder or file is its resolved absolute path (the
+    same folder spelled `student`, `./work/student` or through a symlink is one value, from whatever directory);
+    a built-in model name or Hub id stays as given; `--resume DIR/best_model.pt` is DIR; tuples become lists.
+    Also applied to values recorded by older runs (relative ones then resolve against the current directory)."""
+    if value is None:
+        return None
+    if name in MODEL_FIELDS:
+        from pruneofa.models.loading import model_ref
+
+        return model_ref(str(value))
+    if name == "resume":
+        from pruneofa.models.folder import resume_folder
+
+        return str(resume_folder(Path(value)).resolve())
+    if isinstance(value, Path) or (name in _PATH_FIELDS and isinstance(value, str)):
+        return str(Path(value).expanduser().resolve())
+    return list(value) if isinstance(value, tuple) else value
+
+
+_PATH_FIELDS = ("train_file", "validation_file", "output_dir", "cache_dir", "resume_from_checkpoint")

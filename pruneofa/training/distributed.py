@@ -114,6 +114,27 @@ def rank_label() -> str:
     return f"[rank {os.environ['RANK']}] " if _env_int("WORLD_SIZE", 1) > 1 and "RANK" in os.environ else ""
 
 
+DDP_BACKENDS = ("gloo", "nccl", "mpi")  # torch.distributed's own backends
+
+
+def check_backend(backend: str | None) -> str | None:
+    """`--ddp_backend` as torch spells it (lower case), or an input error naming the choices; None: by device."""
+    if backend is None:
+        return None
+    if backend.lower() not in DDP_BACKENDS:
+        raise PruneofaError(
+            f"--ddp_backend {backend!r}: unknown; use one of {', '.join(DDP_BACKENDS)} "
+            "(or leave it out: nccl on CUDA, gloo on CPU)"
+        )
+    chosen = backend.lower()
+    if _env_int("WORLD_SIZE", 1) > 1 and not getattr(dist, f"is_{chosen}_available", lambda: True)():
+        built = [b for b in DDP_BACKENDS if getattr(dist, f"is_{b}_available", lambda: False)()]
+        raise PruneofaError(
+            f"--ddp_backend {chosen}: this torch build has no {chosen} support; use {' or '.join(built) or 'gloo'}"
+        )
+    return chosen
+
+
 @contextmanager
 def runtime(no_cuda: bool = False, backend: str | None = None, timeout_s: float = 600.0) -> Iterator[Runtime]:
     """Join the process group the launcher describes (if any) and always leave it again."""

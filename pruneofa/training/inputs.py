@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,12 @@ from pruneofa.models.loading import (
     load_teacher,
     load_tokenizer,
     resolve_model,
+    same_model,
 )
 from pruneofa.training.config import TrainConfig
 from pruneofa.training.distributed import Runtime
 from pruneofa.training.evaluation import evaluate, predict
+from pruneofa.training.state import rng_state, set_rng_state
 
 
 @dataclass
@@ -52,17 +55,25 @@ class StageInputs:
     resumed_from: Path | None
 
 
-def _same_model_ref(a: str, b: str) -> bool:
-    pa, pb = Path(a).expanduser(), Path(b).expanduser()
-    if pa.exists() and pb.exists():
-        return pa.resolve() == pb.resolve()
-    return a == b
+@contextmanager
+def own_random_streams() -> Iterator[None]:
+    """Run a block without moving the caller's random streams (torch CPU and CUDA, Python, NumPy).
+
+    What a cold cache does and a warm one skips (materializing a built-in, running the teacher: every DataLoader
+    iteration draws a seed from the global generator) must not shift the student's dropout and initialization,
+    or a seeded run would give other weights the second time."""
+    saved = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(saved)
 
 
 def load_student(cfg: TrainConfig, task: TaskSpec) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, Path | None]:
     """The model to train: from --resume (the previous stage's folder) or from --model_name_or_path."""
     if cfg.resume is None:
-        path = resolve_model(cfg.model_name_or_path, cfg.cache_dir)
+        with own_random_streams():
+            path = resolve_model(cfg.model_name_or_path, cfg.cache_dir)
         return load_classifier(path, task, "model"), load_tokenizer(path, cfg.use_slow_tokenizer), None
     folder = resolve_resume(cfg.resume)
     meta = read_meta(folder)
@@ -73,7 +84,7 @@ def load_student(cfg: TrainConfig, task: TaskSpec) -> tuple[PreTrainedModel, Pre
             "resume from a run of the same task"
         )
     recorded = str(meta.get("model_name_or_path", ""))
-    if recorded and not _same_model_ref(recorded, cfg.model_name_or_path):
+    if recorded and not same_model(recorded, cfg.model_name_or_path):
         raise ModelError(
             f"--resume {cfg.resume}: was trained from {recorded!r} but --model_name_or_path is "
             f"{cfg.model_name_or_path!r}; pass the same model as the previous stage"
@@ -128,16 +139,23 @@ def load_data(
     return tokenized["train"], evals, data_id
 
 
-def teacher_side(
-    cfg: TrainConfig, inputs: StageInputs, data_id: str, rt: Runtime
-) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
-    """Load and check the teacher, score it on dev (as the reference does), and get its train logits."""
+def load_checked_teacher(
+    cfg: TrainConfig, task: TaskSpec, tokenizer: PreTrainedTokenizerBase, rt: Runtime
+) -> torch.nn.Module:
+    """The teacher, refused early (before the data is built) if its labels or vocabulary don't fit the student."""
     assert cfg.teacher_model_name_or_path is not None  # guaranteed by TrainConfig validation
     with rt.local_main_first():
         path = resolve_model(cfg.teacher_model_name_or_path, cfg.cache_dir)
     teacher_tokenizer = load_tokenizer(path, cfg.use_slow_tokenizer)
-    check_same_vocabulary(inputs.tokenizer, teacher_tokenizer, cfg.teacher_model_name_or_path)
-    teacher: torch.nn.Module = load_teacher(path, inputs.task)
+    check_same_vocabulary(tokenizer, teacher_tokenizer, cfg.teacher_model_name_or_path)
+    teacher: torch.nn.Module = load_teacher(path, task)
+    return teacher
+
+
+def teacher_side(
+    cfg: TrainConfig, inputs: StageInputs, teacher: torch.nn.Module, data_id: str, rt: Runtime
+) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
+    """Score the teacher on dev (as the reference does) and get its train logits, from the cache or computed."""
     teacher.to(rt.device)
     metrics = evaluate(teacher, inputs.eval_splits, inputs.task, rt, cfg.batch_size, inputs.collate)
     rt.print0(f"[pruneofa] teacher {cfg.teacher_model_name_or_path}: {json.dumps(metrics)}")
@@ -158,15 +176,19 @@ def teacher_side(
             save_logits_cache(cache_file, logits, key)
     else:
         rt.print0(f"[pruneofa] teacher logits from cache {cache_file}")
-    del teacher
     return logits, metrics
 
 
 def prepare_stage(cfg: TrainConfig, rt: Runtime) -> StageInputs:
+    """Everything a stage trains on. Only the student's own initialization draws from the seeded random streams:
+    data, built-in caches and the teacher run aside (`own_random_streams`), so a cold or a warm cache gives the
+    same run."""
     task = get_task(cfg.task_name)
     with rt.local_main_first():  # a built-in model may be materialized into the cache on first use
         model, tokenizer, resumed_from = load_student(cfg, task)
-    train, evals, data_id = load_data(cfg, task, tokenizer, rt)
+    with own_random_streams():
+        teacher = load_checked_teacher(cfg, task, tokenizer, rt) if cfg.do_distillation else None
+        train, evals, data_id = load_data(cfg, task, tokenizer, rt)
     prunable = sparsity.prunable_weight_names(model)
     inputs = StageInputs(
         task=task,
@@ -181,6 +203,8 @@ def prepare_stage(cfg: TrainConfig, rt: Runtime) -> StageInputs:
         teacher_metrics=None,
         resumed_from=resumed_from,
     )
-    if cfg.do_distillation:
-        inputs.teacher_logits, inputs.teacher_metrics = teacher_side(cfg, inputs, data_id, rt)
+    if teacher is not None:
+        with own_random_streams():
+            inputs.teacher_logits, inputs.teacher_metrics = teacher_side(cfg, inputs, teacher, data_id, rt)
+        del teacher
     return inputs

@@ -29,11 +29,12 @@ from pruneofa.compress import sparsity
 from pruneofa.compress.distillation import DistillConfig, distillation_loss, student_loss
 from pruneofa.compress.quantization import QuantConfig, is_quantized, prepare_qat_, quant_params, quant_state
 from pruneofa.core.errors import PruneofaError
-from pruneofa.core.files import write_json_atomic
+from pruneofa.core.files import sha256_file, write_json_atomic
+from pruneofa.core.outputs import check_not_an_input, folder_kind
 from pruneofa.core.versions import package_versions
 from pruneofa.data.metrics import main_metric_value
 from pruneofa.models.folder import META_FILE, read_meta, save_model_dir
-from pruneofa.training.config import TrainConfig
+from pruneofa.training.config import TrainConfig, recorded_arg
 from pruneofa.training.distributed import Runtime
 from pruneofa.training.evaluation import evaluate, model_inputs
 from pruneofa.training.inputs import StageInputs, prepare_stage
@@ -44,6 +45,7 @@ from pruneofa.training.state import (
     check_same_run,
     find_checkpoint,
     load_training_state,
+    read_checkpoint_meta,
     rng_state,
     save_training_state,
     set_rng_state,
@@ -78,10 +80,27 @@ class Loop:
 
 
 def check_output_dir(cfg: TrainConfig) -> None:
-    """Never clobber an earlier run silently: continuing it or replacing it must be asked for."""
+    """Never clobber an earlier run silently (continuing or replacing it must be asked for), never write into a
+    folder of anything else, and never over an input of this run."""
     if cfg.output_dir.exists() and not cfg.output_dir.is_dir():
         raise PruneofaError(f"--output_dir {cfg.output_dir}: exists and is not a folder; choose another path")
-    earlier = (cfg.output_dir / META_FILE).exists() or (cfg.output_dir / CHECKPOINTS_DIR).exists()
+    resume = cfg.resume.parent if cfg.resume is not None and cfg.resume.suffix == ".pt" else cfg.resume
+    inputs = {
+        "--model_name_or_path": cfg.model_name_or_path,
+        "--teacher_model_name_or_path": cfg.teacher_model_name_or_path,
+        "--resume": resume,
+        "--train_file": cfg.train_file,
+        "--validation_file": cfg.validation_file,
+    }
+    check_not_an_input(cfg.output_dir, "--output_dir", inputs)
+    kind = folder_kind(cfg.output_dir)
+    if kind not in (None, "training run"):
+        what = "files not made by pruneofa" if kind == "other files" else ("an " if kind == "export" else "a ") + kind
+        raise PruneofaError(
+            f"--output_dir {cfg.output_dir}: is not empty and holds {what}, not a training run; train into an empty "
+            "or new folder (--overwrite_output_dir only replaces an earlier training run)"
+        )
+    earlier = kind == "training run"
     if earlier and not (cfg.overwrite_output_dir or cfg.resume_from_checkpoint):
         raise PruneofaError(
             f"--output_dir {cfg.output_dir}: holds an earlier run; continue it with --resume_from_checkpoint "
@@ -219,6 +238,45 @@ def restore_state(loop: Loop, cfg: TrainConfig, rt: Runtime) -> None:
     rt.print0(f"[pruneofa] continuing from {folder}: epoch {loop.position.epoch}, step {loop.position.step}")
 
 
+def check_continuation(cfg: TrainConfig) -> None:
+    """Before any work, from the checkpoint's JSON alone: --resume_from_checkpoint must name a run with something
+    left to do, continued with its own arguments, into a folder that will end up holding its best model."""
+    if cfg.resume_from_checkpoint is None:
+        return
+    given = cfg.resume_from_checkpoint
+    folder = find_checkpoint(given)
+    saved = read_checkpoint_meta(folder)
+    # A checkpoint lives in RUN/checkpoints/{last,.previous}; the best model so far is in RUN itself.
+    run_dir = folder.parent.parent if folder.parent.name == CHECKPOINTS_DIR else None
+    elsewhere = run_dir is None or run_dir.resolve() != cfg.output_dir.resolve()
+    if elsewhere and run_dir is not None and (run_dir / META_FILE).is_file() and read_meta(run_dir).get("finished"):
+        raise PruneofaError(
+            f"--resume_from_checkpoint {given}: the run in {run_dir} is finished, there is nothing to continue; "
+            f"to train again leave --resume_from_checkpoint out (--overwrite_output_dir replaces a run in "
+            f"--output_dir, or choose a new --output_dir), to go on from its weights use --resume {run_dir}"
+        )
+    check_same_run(saved.get("args", {}), cfg.to_json(), folder)
+    best_epoch = saved.get("best", {}).get("epoch", -1)
+    if elsewhere and best_epoch >= 0 and not (cfg.output_dir / META_FILE).is_file():
+        where = f"in {run_dir}" if run_dir is not None else "in the --output_dir of the run that wrote it"
+        fix = f"--output_dir {run_dir}" if run_dir is not None else "that --output_dir"
+        raise PruneofaError(
+            f"--resume_from_checkpoint {given}: the run's best model so far (epoch {best_epoch}) is {where}, not in "
+            f"--output_dir {cfg.output_dir}, which would end without it; continue with {fix}"
+        )
+
+
+def data_file_records(cfg: TrainConfig) -> dict[str, Any]:
+    """The user's data files this run read, resolved and hashed, so an export can verify on the same dev file
+    and tell when it changed."""
+    files = {"train_file": cfg.train_file, "validation_file": cfg.validation_file}
+    return {
+        key: {"path": str(path.resolve()), "sha256": sha256_file(path)}
+        for key, path in files.items()
+        if path is not None and path.is_file()
+    }
+
+
 def build_meta(cfg: TrainConfig, inputs: StageInputs, loop: Loop, finished: bool) -> dict[str, Any]:
     report = sparsity.sparsity_report(loop.inner, inputs.prunable)
     return {
@@ -228,9 +286,10 @@ def build_meta(cfg: TrainConfig, inputs: StageInputs, loop: Loop, finished: bool
         "task_name": inputs.task.name,
         "label_names": list(inputs.task.label_names),
         "main_metric": inputs.task.main_metric,
-        "model_name_or_path": cfg.model_name_or_path,
-        "resumed_from": str(inputs.resumed_from) if inputs.resumed_from else None,
+        "model_name_or_path": recorded_arg("model_name_or_path", cfg.model_name_or_path),
+        "resumed_from": str(inputs.resumed_from.resolve()) if inputs.resumed_from else None,
         "args": cfg.to_json(),
+        "data_files": data_file_records(cfg),
         "best_epoch": loop.best["epoch"],
         "metrics": loop.best["eval"],
         "teacher_metrics": inputs.teacher_metrics,
@@ -315,10 +374,11 @@ def build_loop(cfg: TrainConfig, inputs: StageInputs, steps_per_epoch: int, rt: 
 
 def start_output_dir(cfg: TrainConfig, rt: Runtime) -> None:
     if rt.is_main:
-        if cfg.overwrite_output_dir and not cfg.resume_from_checkpoint:
-            shutil.rmtree(cfg.output_dir / CHECKPOINTS_DIR, ignore_errors=True)
-            (cfg.output_dir / METRICS_FILE).unlink(missing_ok=True)
-            (cfg.output_dir / META_FILE).unlink(missing_ok=True)
+        if cfg.overwrite_output_dir and not cfg.resume_from_checkpoint and cfg.output_dir.is_dir():
+            # check_output_dir made sure this is an earlier training run: replace all of it, so nothing of the old
+            # run (a quantization file, a tokenizer file, checkpoints) is left beside the new one
+            for entry in cfg.output_dir.iterdir():
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         cfg.output_dir.mkdir(parents=True, exist_ok=True)
     rt.barrier()
 
@@ -326,6 +386,7 @@ def start_output_dir(cfg: TrainConfig, rt: Runtime) -> None:
 def train(cfg: TrainConfig, rt: Runtime) -> TrainResult:
     """Run one stage and leave the best epoch's model in cfg.output_dir."""
     check_output_dir(cfg)
+    check_continuation(cfg)
     if cfg.seed is not None:
         set_seed(cfg.seed)
     inputs = prepare_stage(cfg, rt)

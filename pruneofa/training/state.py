@@ -11,7 +11,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from pruneofa.core.errors import ModelError
-from pruneofa.core.files import write_json_atomic
+from pruneofa.core.files import apply_umask, make_staging_dir, read_json, write_json_atomic
+from pruneofa.models.loading import same_model
+from pruneofa.training.config import MODEL_FIELDS, recorded_arg
 
 CHECKPOINTS_DIR = "checkpoints"
 LAST = "last"
@@ -144,7 +145,7 @@ def save_training_state(
         tensors[f"mask.{name}"] = mask.to(torch.uint8)
     for stale in root.glob(".staging-*"):  # left by a run killed mid-write; never read
         shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging-"))
+    staging = make_staging_dir(root / LAST)
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, staging / TENSORS_FILE)
         write_json_atomic(
@@ -158,6 +159,7 @@ def save_training_state(
                 **extra,
             },
         )
+        apply_umask(staging)
         final = root / LAST
         previous = root / ".previous"
         shutil.rmtree(previous, ignore_errors=True)
@@ -228,10 +230,23 @@ def load_training_state(folder: Path, rank: int, world_size: int) -> TrainingSta
     )
 
 
+def read_checkpoint_meta(folder: Path) -> dict[str, Any]:
+    """The JSON half of a checkpoint (position, arguments, best epoch so far), without loading any tensor."""
+    return read_json(folder / STATE_FILE, "the checkpoint is corrupt, start the run again")
+
+
+def _same_arg(key: str, saved: Any, current: Any) -> bool:
+    """Equal as recorded: paths by resolved location, not spelling (a run continued from another directory, or
+    with `student` for `./student`, is the same run); models also by built-in alias."""
+    if key in MODEL_FIELDS and saved is not None and current is not None:
+        return same_model(str(saved), str(current))
+    return bool(recorded_arg(key, saved) == recorded_arg(key, current))
+
+
 def check_same_run(saved_args: dict[str, Any], args: dict[str, Any], folder: Path) -> None:
     """A checkpoint continues only the run that wrote it: refuse changed training arguments."""
     for key in MUST_MATCH:
-        if saved_args.get(key) != args.get(key):
+        if not _same_arg(key, saved_args.get(key), args.get(key)):
             raise ModelError(
                 f"--resume_from_checkpoint {folder}: written with --{key} {saved_args.get(key)!r}, this run has "
                 f"{args.get(key)!r}; continue with the original arguments or start a new --output_dir"

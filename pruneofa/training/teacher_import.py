@@ -14,7 +14,7 @@ from pruneofa.core.versions import package_versions
 from pruneofa.data.tasks import get_task
 from pruneofa.models.folder import save_model_dir
 from pruneofa.models.loading import load_teacher, load_tokenizer, resolve_model
-from pruneofa.training.config import TrainConfig
+from pruneofa.training.config import TrainConfig, recorded_arg
 from pruneofa.training.distributed import Runtime
 from pruneofa.training.evaluation import evaluate
 from pruneofa.training.inputs import load_data
@@ -39,7 +39,7 @@ def import_teacher(ref: str, task_name: str, out: Path, data_args: dict[str, Any
         "task_name": task.name,
         "label_names": list(task.label_names),
         "main_metric": task.main_metric,
-        "model_name_or_path": ref,
+        "model_name_or_path": recorded_arg("model_name_or_path", ref),
         "resumed_from": None,
         "args": cfg.to_json(),
         "best_epoch": 0,

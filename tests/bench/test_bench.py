@@ -3,6 +3,7 @@ pure parts on made-up inputs (timing loop, stop rule, CPU flags, sparse-path det
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -210,3 +211,64 @@ def test_missing_torch_and_ir_are_not_measured(tiny_exports: Path, tmp_path: Pat
     assert "--torch_model" in doc["not_measured"]["torch-fp32"]
     assert set(doc["results"]) == {"onnxruntime-int8-b1", "onnxruntime-fp32-b1", "openvino-int8-b1"}
     assert set(doc["speedups"]) == {"onnxruntime-b1"}
+
+
+def _with_task(source: Path, target: Path, task: str, meta_file: str = "manifest.json") -> Path:
+    """A copy of an export (manifest.json) or training folder (pruneofa.json) that records another task."""
+    shutil.copytree(source, target)
+    meta = json.loads((target / meta_file).read_text())
+    meta["task_name"] = task
+    (target / meta_file).write_text(json.dumps(meta))
+    return target
+
+
+TINY = BenchConfig(batch_sizes=(1,), seq_len=8, warmup=0, iterations=2, duration=0.2, rounds=1)
+
+
+def test_baseline_export_of_another_task_refused(tiny_exports: Path, tmp_path: Path) -> None:
+    """Same architecture and label count (sst2 and rotten_tomatoes are both binary): only the task tells them apart."""
+    other = _with_task(tiny_exports / "fp32", tmp_path / "fp32", "sst2")
+    with pytest.raises(PruneofaError, match=r"is task 'rotten_tomatoes' but --baseline .*fp32 is task 'sst2'"):
+        run_bench(tiny_exports / "int8", other, TINY)
+
+
+def test_baseline_training_folder_of_another_task_refused_before_export(
+    tiny_exports: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = _with_task(tiny_exports / "dense", tmp_path / "dense", "sst2", "pruneofa.json")
+
+    def no_export(*args: object, **kwargs: object) -> None:
+        raise AssertionError("exported a baseline of another task before refusing it")
+
+    monkeypatch.setattr("pruneofa.export.exporter.export", no_export)
+    with pytest.raises(PruneofaError, match=r"is task 'rotten_tomatoes' but --baseline .*dense is task 'sst2'"):
+        run_bench(tiny_exports / "int8", other, TINY)
+
+
+def test_torch_model_of_another_task_refused(tiny_exports: Path, tmp_path: Path) -> None:
+    other = _with_task(tiny_exports / "dense", tmp_path / "dense", "sst2", "pruneofa.json")
+    with pytest.raises(PruneofaError, match=r"--torch_model .*dense is task 'sst2'"):
+        run_bench(tiny_exports / "int8", tiny_exports / "fp32", dataclasses.replace(TINY, torch_model=other))
+
+
+def test_recorded_source_of_another_task_is_not_measured(tiny_exports: Path, tmp_path: Path) -> None:
+    """The baseline's training folder was since reused for another task: its weights are not the baseline's."""
+    reused = _with_task(tiny_exports / "dense", tmp_path / "dense", "sst2", "pruneofa.json")
+    baseline = tmp_path / "fp32"
+    shutil.copytree(tiny_exports / "fp32", baseline)
+    manifest = json.loads((baseline / "manifest.json").read_text())
+    manifest["source"]["folder"] = str(reused)
+    (baseline / "manifest.json").write_text(json.dumps(manifest))
+    doc = run_bench(tiny_exports / "int8", baseline, dataclasses.replace(TINY, engines=("onnxruntime", "torch")))
+    assert set(doc["not_measured"]) == {"torch-fp32"}
+    assert "'sst2'" in doc["not_measured"]["torch-fp32"] and "--torch_model" in doc["not_measured"]["torch-fp32"]
+
+
+def test_cli_baseline_of_another_task_exit_2(
+    tiny_exports: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = _with_task(tiny_exports / "fp32", tmp_path / "fp32", "sst2")
+    args = ["bench", str(tiny_exports / "int8"), "--baseline", str(other), *QUICK_FLAGS, "--output_dir", str(tmp_path)]
+    line = cli_error(capsys, *args)
+    assert "'rotten_tomatoes'" in line and "'sst2'" in line and "--baseline" in line
+    assert not (tmp_path / "bench.json").exists()

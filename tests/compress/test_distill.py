@@ -160,3 +160,46 @@ def test_cache_round_trip_and_key_mismatch(tmp_path: Path) -> None:
     assert load_logits_cache(path, other) is None
     path.write_bytes(b"not a safetensors file")
     assert load_logits_cache(path, key) is None
+
+
+_LOGITS_WRITER = r"""
+import sys, time
+from pathlib import Path
+import torch
+from pruneofa.compress.distillation import cache_key, load_logits_cache, save_logits_cache
+path, go = Path(sys.argv[1]), Path(sys.argv[2])
+_, key = cache_key(teacher="t", task="sst2")
+logits = torch.arange(2000 * 3, dtype=torch.float32).reshape(2000, 3)
+Path(f"{go}.ready{sys.argv[-1]}").touch()
+while not go.exists():
+    time.sleep(0.01)
+for _ in range(20):
+    save_logits_cache(path, logits, key)
+    loaded = load_logits_cache(path, key)
+    assert loaded is not None and torch.equal(loaded, logits)
+"""
+
+
+@pytest.mark.slow
+def test_concurrent_cache_writers_leave_one_intact_entry(tmp_path: Path) -> None:
+    """Two processes (two nodes sharing a filesystem) writing the same entry: readers only ever see a whole file."""
+    import subprocess
+    import sys
+    import time
+
+    path, go = tmp_path / "cache" / "entry.safetensors", tmp_path / "go"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _LOGITS_WRITER, str(path), str(go), str(i)], stderr=subprocess.PIPE)
+        for i in range(2)
+    ]
+    deadline = time.monotonic() + 120
+    while not all(Path(f"{go}.ready{i}").exists() for i in range(2)):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "a writer did not start"
+        time.sleep(0.05)
+    go.touch()
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [e[-2000:] for e in errors]
+    assert list(path.parent.iterdir()) == [path]  # one entry, no temp file left behind
+    _, key = cache_key(teacher="t", task="sst2")
+    loaded = load_logits_cache(path, key)
+    assert loaded is not None and loaded.shape == (2000, 3)

@@ -369,3 +369,179 @@ def test_module_restores_progress_bars(tmp_path: Path) -> None:
     f = _write(tmp_path / "t.csv", "sentence,label\nx,1\n")
     load_raw_splits(SST2, f, f, tmp_path)
     assert not datasets.are_progress_bars_disabled()
+
+
+_RT_BUILDER = r"""
+import sys, time
+from pathlib import Path
+cache, log, go = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+import pruneofa.data.builtin as builtin
+real_write = builtin._write_splits
+def slow_write(corpus, out):
+    with log.open("a") as f:
+        f.write("start\n")
+    real_write(corpus, out)
+    time.sleep(1.0)
+    with log.open("a") as f:
+        f.write("end\n")
+builtin._write_splits = slow_write
+Path(f"{go}.ready{sys.argv[-1]}").touch()
+while not go.exists():
+    time.sleep(0.01)
+print(builtin.build_rotten_tomatoes(cache)["train"])
+"""
+
+
+def test_rotten_tomatoes_built_once_by_concurrent_builders(tmp_path: Path) -> None:
+    """Two nodes' local rank 0 on one shared filesystem build the corpus at once: one builds, the other waits
+    for it and reuses the finished folder; nothing half-written or left over."""
+    import subprocess
+    import sys
+    import time
+
+    cache, log, go = tmp_path / "shared", tmp_path / "builds.log", tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RT_BUILDER, str(cache), str(log), str(go), str(i)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    deadline = time.monotonic() + 120
+    while not all(Path(f"{go}.ready{i}").exists() for i in range(2)):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "a builder did not start"
+        time.sleep(0.05)
+    go.touch()
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert len({out.strip() for out, _ in outputs}) == 1
+    assert log.read_text().split() == ["start", "end"]
+    train = Path(outputs[0][0].strip())
+    assert [p.name for p in (cache / "rotten_tomatoes").iterdir()] == [train.parent.name]
+    assert _read(build_rotten_tomatoes(cache)) == _read(build_rotten_tomatoes(tmp_path / "fresh"))
+
+
+# ------------------------------------------------ encoding and syntax errors: file, line and byte named
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "fragment"),
+    [
+        ("latin1.csv", b"sentence,label\ngood film,1\nbad caf\xe9 film,0\n", "line 3: byte 0xe9 at offset 34"),
+        ("latin1.tsv", b"sentence\tlabel\ngood\t1\nbad\xff\t0\n", "line 3: byte 0xff at offset 25"),
+        # pyarrow's JSON reader used to let this through as mojibake
+        ("latin1.jsonl", b'{"sentence": "ok", "label": 1}\n{"sentence": "b\xe9", "label": 0}\n', "line 2: byte 0xe9"),
+        ("cut.json", b'[{"sentence": "\xe2\x82", "label": 1}]', "line 1: byte 0xe2 at offset 15"),
+    ],
+)
+def test_non_utf8_file_names_line_and_byte(tmp_path: Path, name: str, content: bytes, fragment: str) -> None:
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    good = _write(tmp_path / "good.csv", "sentence,label\nx,1\n")
+    with pytest.raises(DataError) as info:
+        load_raw_splits(SST2, bad, good, tmp_path)
+    message = str(info.value)
+    assert fragment in message and str(bad) in message and "UTF-8" in message and "\n" not in message
+
+
+def test_a_multibyte_character_across_the_read_boundary_is_fine(tmp_path: Path) -> None:
+    from pruneofa.data import loading
+
+    head = "sentence,label\n"
+    rows = "".join(f"{'é' * 3000} {i},1\n" for i in range(800))  # ~4.8 MB: several read chunks
+    f = _write(tmp_path / "big.csv", head + rows)
+    loading._check_utf8(f, "x")  # must not raise
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "fragment"),
+    [
+        (
+            "t.jsonl",
+            '{"sentence": "a", "label": 1}\n\n{"sentence": "b", "label": 0\n{"sentence": "c", "label": 1}\n',
+            "line 3: cannot be parsed as jsonl (not valid JSON: Expecting ',' delimiter at column 29)",
+        ),
+        (
+            "t.jsonl",
+            '{"sentence": "a", "label": 1}\n[1, 2]\n',
+            "line 2: cannot be parsed as jsonl (a JSON list, not an object)",
+        ),
+        (
+            "t.json",
+            '[{"sentence": "a", "label": 1},\n {"sentence": "b" "label": 0}]\n',
+            "line 2, column 19: cannot be parsed as json",
+        ),
+        ("t.json", '[{"sentence": "a", "label": 1}, 7]', "element 2 is a JSON number, not an object"),
+        (
+            "t.json",
+            '{"sentence": "a", "label": 1}\n{"sentence": \n',
+            "line 2: cannot be parsed as json (not valid JSON",
+        ),  # JSON lines in .json
+        ("t.csv", "sentence,label\ngood,1\nbad,0,extra\n", "Expected 2 fields in line 3, saw 3"),
+    ],
+)
+def test_malformed_rows_name_the_line(tmp_path: Path, name: str, content: str, fragment: str) -> None:
+    bad = _write(tmp_path / name, content)
+    good = _write(tmp_path / "good.csv", "sentence,label\nx,1\n")
+    with pytest.raises(DataError) as info:
+        load_raw_splits(SST2, bad, good, tmp_path)
+    message = str(info.value)
+    assert fragment in message and str(bad) in message and "\n" not in message, message
+
+
+def test_load_errors_print_nothing_but_the_error(tmp_path: Path) -> None:
+    """datasets logs a file it cannot read before raising; the user must see only our one line."""
+    import subprocess
+    import sys
+
+    bad = _write(tmp_path / "t.csv", "sentence,label\ngood,1\nbad,0,extra\n")
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom pruneofa.cli import main\n"
+        f"main(['train', '--task_name', 'sst2', '--train_file', {str(bad)!r}, '--validation_file', {str(bad)!r},"
+        f" '--model_name_or_path', 'tiny-bert', '--output_dir', {str(tmp_path / 'o')!r}])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert "Failed to read file" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --train_file") and "in line 3" in last, done.stderr
+
+
+# ------------------------------------------------ errors name the flag the user passed the file with
+
+
+def test_eval_validation_file_errors_name_the_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli_helpers import cli_error
+
+    from pruneofa.scoring import eval_splits
+
+    bad = _write(tmp_path / "dev.csv", "sentence,label\ngood,1\nbad,maybe\n")
+
+    def evaluate_until_the_data(model: Path, cfg: Any) -> Any:  # the model is fine; the dev data is read next
+        eval_splits(get_task(cfg.task_name), None, 16, cfg.validation_file, None, tmp_path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("pruneofa.evaluate", evaluate_until_the_data)
+    line = cli_error(capsys, "eval", str(tmp_path), "--task_name", "sst2", "--validation_file", str(bad))
+    assert f"--validation_file {bad}, row 2: label 'maybe' is unknown" in line and "train file" not in line
+    missing = tmp_path / "nope.csv"
+    line = cli_error(capsys, "eval", str(tmp_path), "--task_name", "sst2", "--validation_file", str(missing))
+    assert f"--validation_file {missing}: no such file" in line
+
+
+def test_named_files_are_named_by_their_flag(tmp_path: Path) -> None:
+    from pruneofa.data.loading import named_files
+
+    good = _write(tmp_path / "good.csv", "sentence,label\nx,1\n")
+    bad = _write(tmp_path / "bad.csv", "sentence,label\nx,\n")
+    with named_files({"--train_file": good, "--validation_file": bad}), pytest.raises(DataError) as info:
+        load_raw_splits(SST2, good, bad, tmp_path)
+    assert str(info.value).startswith(f"--validation_file {bad}, row 1")
+    with named_files({"--train_file": bad, "--validation_file": bad}), pytest.raises(DataError) as info:
+        load_raw_splits(SST2, bad, bad, tmp_path)
+    assert str(info.value).startswith(f"--train_file {bad}, row 1")
+    with pytest.raises(DataError, match=r"^train file .*bad\.csv, row 1"):  # no flags known: the split's role
+        load_raw_splits(SST2, bad, good, tmp_path)

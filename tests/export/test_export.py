@@ -299,3 +299,27 @@ def test_trimmed_vocabulary_export(tiny_chain: Path, tmp_path: Path) -> None:
     rows = [("a gorgeous, witty, seductive movie", None), ("the plot is a dull mess", None)]
     assert m["embeddings"]["dtype"] == manifest(tiny_chain / "int8")["embeddings"]["dtype"]
     assert Predictor(out).predict(rows) == Predictor(tiny_chain / "int8").predict(rows)
+
+
+@pytest.mark.slow
+def test_a_model_trained_from_files_is_verified_on_its_own_dev_file(tmp_path: Path) -> None:
+    rows = [("a gorgeous, witty movie", 1), ("a dull mess", 0), ("great fun", 1), ("boring and long", 0)] * 6
+    train, dev = tmp_path / "train.csv", tmp_path / "dev.csv"
+    train.write_text("sentence,label\n" + "".join(f'"{t}",{y}\n' for t, y in rows))
+    dev.write_text("sentence,label\n" + "".join(f'"{t}",{y}\n' for t, y in rows[:10]))
+    files = ["--train_file", str(train), "--validation_file", str(dev)]
+    model = tmp_path / "model"
+    ok("train", "--task_name", "sst2", *files, "--model_name_or_path", "tiny-bert", "--max_seq_length", "16",
+       "--num_train_epochs", "1", "--output_dir", str(model))  # fmt: skip
+    recorded = json.loads((model / "pruneofa.json").read_text())["data_files"]
+    assert recorded["validation_file"] == {"path": str(dev.resolve()), "sha256": sha256_file(dev)}
+    ok("export", str(model), "--output_dir", str(tmp_path / "e1"), "--format", "onnx")  # no --validation_file
+    check = manifest(tmp_path / "e1")["verification"]
+    assert check["status"] == "passed" and check["num_examples"] == 10
+    dev.write_text(dev.read_text() + '"one more",1\n')  # changed since training: refused, not silently used
+    done = run_cli("export", str(model), "--output_dir", str(tmp_path / "e2"), "--format", "onnx")
+    assert done.returncode == 2 and "has changed since" in done.stderr and not (tmp_path / "e2").exists()
+    dev.unlink()  # gone: the export says loudly that it was not verified
+    done = ok("export", str(model), "--output_dir", str(tmp_path / "e3"), "--format", "onnx")
+    assert "WARNING: the export was NOT verified" in done.stderr
+    assert manifest(tmp_path / "e3")["verification"]["status"] == "skipped"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pruneofa.core.errors import PruneofaError
+from pruneofa.core.files import folder_digest
 from pruneofa.pipeline.recipe import load_recipe, parse_recipe, shipped_recipes
 
 pytestmark = pytest.mark.slow
@@ -127,7 +129,7 @@ def test_rerun_skips_and_a_changed_gate_reruns_only_the_gate(finished: tuple[Pat
     again = pipeline(recipe, out)
     assert again.returncode == 0
     assert again.stderr.count("done, skipped") == 9  # every step, the bundle included
-    strict = write_recipe(tmp_path, min_accuracy=1.01)
+    strict = write_recipe(tmp_path, min_accuracy=1.0)  # only a perfect score passes: the gate fails
     failed = pipeline(strict, out)
     assert failed.returncode == 1
     assert failed.stderr.count("done, skipped") == 8 and "gate        running" in failed.stderr
@@ -140,6 +142,71 @@ def test_rerun_skips_and_a_changed_gate_reruns_only_the_gate(finished: tuple[Pat
     for step in ("stage1", "stage2", "export-int8", "bench", "gate"):
         assert f"{step:<11} running" in redone.stderr
     assert "export-fp32 done, skipped" in redone.stderr  # it depends on the teacher only
+
+
+def test_a_corrupt_done_step_is_remade_and_so_is_what_read_it(finished: tuple[Path, Path], tmp_path: Path) -> None:
+    """Runs after the test above on the same finished pipeline (file order), whose last run had 2 stage-1 epochs."""
+    _, out = finished
+    recipe = write_recipe(tmp_path, stage1_epochs=2)
+    before = json.loads((out / "pipeline.json").read_text())["steps"]
+    weights = out / "stage2" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # one flipped bit of the weights: the folder is no longer what the step made
+    weights.write_bytes(bytes(data))
+    again = pipeline(recipe, out)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "stage2      running" in again.stderr
+    for step in ("teacher", "student", "stage1", "export-fp32"):
+        assert f"{step:<11} done, skipped" in again.stderr
+    after = json.loads((out / "pipeline.json").read_text())["steps"]
+    if after["stage2"]["digest"] != before["stage2"]["digest"]:  # a new stage 2 -> everything that read it is new
+        for step in ("export-int8", "bundle", "bench", "gate"):
+            assert f"{step:<11} running" in again.stderr, step
+    for name, record in after.items():  # every recorded digest is what is on disk now
+        assert record["digest"] == folder_digest(out / record["output"]), name
+
+
+def test_user_folders_are_never_deleted(tmp_path: Path) -> None:
+    recipe = write_recipe(tmp_path)
+    out = tmp_path / "out"
+    (out / "teacher").mkdir(parents=True)
+    (out / "teacher" / "my_notes.txt").write_text("mine")
+    (out / "bench").mkdir()
+    done = pipeline(recipe, out)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert str(out / "teacher") in line and str(out / "bench") in line and "--overwrite_output_dir" in line
+    assert (out / "teacher" / "my_notes.txt").read_text() == "mine" and not (out / "pipeline.json").exists()
+    cmd = [sys.executable, "-m", "pruneofa", "pipeline", "--recipe", str(recipe), "--output_dir", str(out)]
+    dry = subprocess.run([*cmd, "--dry_run"], capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0 and "teacher     would refuse" in dry.stderr and "bench       would refuse" in dry.stderr
+    assert "stage1      would run" in dry.stderr
+    forced = subprocess.run([*cmd, "--dry_run", "--overwrite_output_dir"], capture_output=True, text=True, timeout=300)
+    assert forced.returncode == 0 and "teacher     would run" in forced.stderr
+    assert (out / "teacher" / "my_notes.txt").exists()
+
+
+def test_output_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    recipe = write_recipe(tmp_path)
+    (tmp_path / "out").write_text("not a folder")
+    done = pipeline(recipe, tmp_path / "out")
+    assert done.returncode == 2 and "is a file" in done.stderr and "Traceback" not in done.stderr
+    assert (tmp_path / "out").read_text() == "not a folder"
+
+
+def test_fingerprints_cover_the_content_of_user_files(tmp_path: Path) -> None:
+    from pruneofa.pipeline.runner import _content_fingerprint, _external_inputs
+    from pruneofa.pipeline.step import Step
+
+    train = tmp_path / "train.csv"
+    train.write_text("sentence,label\ngood,1\n")
+    recipe = dataclasses.replace(
+        load_recipe(None), data=dataclasses.replace(load_recipe(None).data, train_file=str(train))
+    )
+    step = Step("teacher", {"x": 1}, tmp_path / "teacher", lambda: {})
+    first = _content_fingerprint(step, [step], {"steps": {}}, _external_inputs(recipe))
+    train.write_text("sentence,label\nbad,0\n")  # same name, same recipe, other content
+    assert _content_fingerprint(step, [step], {"steps": {}}, _external_inputs(recipe)) != first
 
 
 def test_killed_pipeline_continues(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import cli_error
 
 from pruneofa.cli import main
 from pruneofa.core.errors import DataError
@@ -38,6 +39,9 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_config_and_tokenizer(root / "src", out, max_length=16)
     export_onnx(model, out / "model.onnx", "fp32", NAMES)
     _write_openvino(out / "model.onnx", out)
+    from pruneofa.export.layout import file_entries, write_manifest
+
+    write_manifest(out, {"task_name": "rotten_tomatoes", "files": file_entries(out)})  # predict checks the files
     return out
 
 
@@ -141,3 +145,95 @@ def test_not_an_export_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path
     with pytest.raises(SystemExit):
         main(["predict", str(tmp_path / "missing"), "hi"])
     assert "no such folder" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- input that is not UTF-8 text
+
+
+def test_non_utf8_text_argument(bundle: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pruneofa", "predict", str(bundle), b"caf\xe9 au lait"],
+        capture_output=True,
+        timeout=300,
+    )
+    err = done.stderr.decode("utf-8", "replace").strip().splitlines()
+    assert done.returncode == 2, err
+    assert len(err) == 1 and "Traceback" not in err[0]
+    assert err[0].startswith("error: the text argument") and "byte 0xe9 at offset 3" in err[0] and "UTF-8" in err[0]
+
+
+def _stdin_bytes(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+
+
+def test_non_utf8_stdin_line(bundle: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    _stdin_bytes(monkeypatch, b'{"text": "fine"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(SystemExit) as done:
+        main(["predict", str(bundle)])
+    assert done.value.code == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: stdin line 2: byte 0xe9 at offset 13") and "UTF-8" in err[0]
+    assert captured.out == ""  # nothing printed: the row is refused before its batch runs
+
+
+def test_lone_surrogate_in_a_json_row(
+    bundle: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _stdin_bytes(monkeypatch, b'{"text": "ok \\udce9"}\n')
+    line = cli_error(capsys, "predict", str(bundle))
+    assert line.startswith("error: stdin line 1:") and "'text'" in line and "UTF-8" in line
+
+
+def test_non_utf8_text_pair_argument_in_process(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # what Python makes of undecodable argv bytes: lone surrogates (surrogateescape)
+    line = cli_error(capsys, "predict", str(bundle), "fine", b"na\xefve".decode("utf-8", "surrogateescape"))
+    assert line.startswith("error: the text_pair argument") and "byte 0xef at offset 2" in line
+
+
+# ---------------------------------------------------------------- pairs only for pair models
+
+
+def _with_text_fields(bundle: Path, tmp_path: Path, fields: list[str] | None) -> Path:
+    import shutil
+
+    folder = tmp_path / "export"
+    shutil.copytree(bundle, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if fields is None:
+        manifest.pop("text_fields", None)  # an export made before manifests recorded it
+    else:
+        manifest["text_fields"] = fields
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_pair_refused_for_a_single_sentence_model(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    single = _with_text_fields(bundle, tmp_path, ["sentence"])
+    line = cli_error(capsys, "predict", str(single), "first", "second")
+    assert line.startswith("error: the text_pair argument") and "single sentences" in line and "sentence" in line
+    monkeypatch.setattr(sys, "stdin", io.StringIO('{"text": "ok"}\n{"premise": "a", "hypothesis": "b"}\n'))
+    line = cli_error(capsys, "predict", str(single))
+    assert line.startswith("error: stdin line 2:") and "single sentences" in line
+    with pytest.raises(DataError, match="row 2"):
+        Predictor(single).predict([("a", None), ("b", "c")])
+    assert Predictor(single).predict([("a", None)])[0]["label"] in ("negative", "positive")
+
+
+def test_missing_pair_refused_for_a_pair_model(
+    bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pairs = _with_text_fields(bundle, tmp_path, ["premise", "hypothesis"])
+    line = cli_error(capsys, "predict", str(pairs), "only one text")
+    assert line.startswith("error: the text argument") and "premise, hypothesis" in line and "as text_pair" in line
+    monkeypatch.setattr(sys, "stdin", io.StringIO('{"premise": "a", "hypothesis": "b"}\n{"text": "alone"}\n'))
+    line = cli_error(capsys, "predict", str(pairs))
+    assert line.startswith("error: stdin line 2:") and "text_pair" in line
+    assert len(Predictor(pairs).predict([("a", "b")])) == 1
+
+
+def test_export_without_text_fields_keeps_accepting_both(bundle: Path, tmp_path: Path) -> None:
+    old = _with_text_fields(bundle, tmp_path, None)
+    assert len(Predictor(old).predict([("a", None), ("b", "c")])) == 2

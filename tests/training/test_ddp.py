@@ -216,3 +216,57 @@ def test_legacy_launcher_with_installed_entry_point(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "world size 2" in done.stderr
     assert len(history(tmp_path / "launch")) == 1
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def node_launcher(node_rank: int, port: int, *args: str) -> subprocess.Popen[str]:
+    """One node's torchrun of a two-node, one-process-per-node job whose master is this machine."""
+    launcher = ["torch.distributed.run", "--nnodes=2", f"--node_rank={node_rank}", "--nproc_per_node=1",
+                "--master_addr=127.0.0.1", f"--master_port={port}"]  # fmt: skip
+    cmd = [sys.executable, "-m", *launcher, "-m", "pruneofa", *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def test_two_nodes_match_one_node_with_two_processes(tmp_path: Path) -> None:
+    """The README's two-node command, both launchers on this machine sharing one filesystem (and one empty cache:
+    both nodes' local rank 0 build the built-in data, the tiny-bert folder and see the teacher-logits cache at
+    once); the result must be the one-node, two-process run's."""
+    args = ["train", *DATA, "--model_name_or_path", "tiny-bert", "--do_distillation",
+            "--teacher_model_name_or_path", "tiny-bert", "--batch_size", "8", "--no_cuda"]  # fmt: skip
+    port = _free_port()
+    nodes = [node_launcher(rank, port, *args, "--cache_dir", str(tmp_path / "shared-cache"),
+                           "--output_dir", str(tmp_path / "two-nodes")) for rank in (0, 1)]  # fmt: skip
+    try:
+        errs = [proc.communicate(timeout=400)[1] for proc in nodes]
+    finally:
+        for proc in nodes:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    for rank, (proc, err) in enumerate(zip(nodes, errs, strict=True)):
+        assert proc.returncode == 0, f"node {rank}:\n{err[-3000:]}"
+    assert "world size 2" in errs[0]
+    one = torchrun(2, *args, "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(tmp_path / "one-node"))
+    assert one.returncode == 0, one.stderr[-3000:]
+
+    nodes_hist, one_hist = history(tmp_path / "two-nodes"), history(tmp_path / "one-node")
+    assert len(nodes_hist) == len(one_hist) == 2
+    for a, b in zip(nodes_hist, one_hist, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+        assert a["eval"] == b["eval"]
+    nodes_w = load_file(tmp_path / "two-nodes" / "model.safetensors")
+    one_w = load_file(tmp_path / "one-node" / "model.safetensors")
+    assert nodes_w.keys() == one_w.keys()
+    for name, tensor in one_w.items():
+        torch.testing.assert_close(nodes_w[name], tensor, atol=1e-6, rtol=1e-5)
+    # Each cache entry built once and whole; no staging folder or temp file left by either node.
+    shared = tmp_path / "shared-cache"
+    leftovers = [p for p in shared.rglob("*") if ".tmp" in p.name or ".staging" in p.name]
+    assert not leftovers, leftovers
+    assert len(list((shared / "teacher_logits").glob("*.safetensors"))) == 1
