@@ -18,8 +18,9 @@ def sparsify(
         str,
         opt(
             "--method",
-            help="magnitude (one shot) or gradual (cubic schedule + hidden-state "
-            "distillation from the dense model on --text_file).",
+            help="magnitude (one shot), obs (one shot, reconstruction-based: OBS / SparseGPT per layer on "
+            "--text_file activations) or gradual (cubic schedule + hidden-state distillation from the dense model "
+            "on --text_file).",
         ),
     ] = "magnitude",
     text_file: Annotated[

@@ -1,8 +1,9 @@
 """`pruneofa sparsify`: make a sparse pre-trained starting point from a dense model.
 
-Two methods: `magnitude` (one shot, per layer) and `gradual` (the prune-once step: cubic schedule with hidden-state
-distillation from the dense model on unlabeled text, see prune_once.py). The output is a plain Hugging Face folder
-(the encoder without a task head, like the Intel sparse checkpoints) plus `sparsity.json`;
+Three methods: `magnitude` (one shot, per layer), `obs` (one shot, reconstruction-based: each layer pruned and
+updated to keep its outputs on calibration text, see obs.py) and `gradual` (the prune-once step: cubic schedule
+with hidden-state distillation from the dense model on unlabeled text, see prune_once.py). The output is a plain
+Hugging Face folder (the encoder without a task head, like the Intel sparse checkpoints) plus `sparsity.json`;
 `pruneofa train --model_name_or_path DIR` adds a fresh classifier and pattern-locks it.
 """
 
@@ -19,6 +20,7 @@ from typing import Any, Literal
 from transformers import AutoModel
 
 from pruneofa.compress import sparsity
+from pruneofa.compress.obs import obs_prune_
 from pruneofa.compress.prune_once import GradualConfig, distillation_gap, gradual_prune
 from pruneofa.core.cache import default_cache_dir
 from pruneofa.core.errors import PruneofaError
@@ -30,7 +32,8 @@ from pruneofa.models.loading import from_pretrained_checked, load_tokenizer, res
 
 REPORT_FILE = "sparsity.json"
 BUILTIN_TEXTS = "rotten_tomatoes"
-Method = Literal["magnitude", "gradual"]
+Method = Literal["magnitude", "gradual", "obs"]
+OBS_CALIBRATION_TEXTS = 256  # calibration texts for --method obs (H = X^T X per layer)
 HELD_OUT_FRACTION = 0.05  # texts kept out of pruning to measure how far the student drifted from the dense model
 
 
@@ -52,10 +55,10 @@ class SparsifyConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.sparsity < 1.0:
             raise PruneofaError(f"--sparsity {self.sparsity}: must be in [0, 1), e.g. 0.9 for 90% zeros")
-        if self.method not in ("magnitude", "gradual"):
-            raise PruneofaError(f"--method {self.method!r}: unknown; use magnitude or gradual")
-        if self.method == "gradual" and self.text_file is None:
-            raise PruneofaError(f"--method gradual needs --text_file (one text per line, or '{BUILTIN_TEXTS}')")
+        if self.method not in ("magnitude", "gradual", "obs"):
+            raise PruneofaError(f"--method {self.method!r}: unknown; use magnitude, gradual or obs")
+        if self.method in ("gradual", "obs") and self.text_file is None:
+            raise PruneofaError(f"--method {self.method} needs --text_file (one text per line, or '{BUILTIN_TEXTS}')")
 
 
 def load_texts(text_file: str, flag: str = "--text_file") -> list[str]:
@@ -118,6 +121,10 @@ def sparsify(model_ref: str, cfg: SparsifyConfig) -> dict[str, Any]:
         details.update(
             schedule=asdict(schedule), **gradual_prune(model, tokenizer, texts[: len(texts) - len(held_out)], schedule)
         )
+    elif method == "obs":
+        calibration = texts[: min(OBS_CALIBRATION_TEXTS, len(texts) - len(held_out))]
+        obs_prune_(model, tokenizer, calibration, target, names)
+        details["calibration_texts"] = len(calibration)
     else:
         sparsity.magnitude_prune_(model, target, names)
     if dense is not None:

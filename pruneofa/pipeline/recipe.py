@@ -229,8 +229,8 @@ def _validate(recipe: Recipe, where: str) -> None:
     from pruneofa.data.tasks import get_task
 
     get_task(recipe.data.task_name)
-    if recipe.student.method not in ("magnitude", "gradual"):
-        raise PruneofaError(f"{where} [student] method {recipe.student.method!r}: use magnitude or gradual")
+    if recipe.student.method not in ("magnitude", "gradual", "obs"):
+        raise PruneofaError(f"{where} [student] method {recipe.student.method!r}: use magnitude, gradual or obs")
     if not 0.0 <= recipe.student.sparsity < 1.0:
         raise PruneofaError(f"{where} [student] sparsity {recipe.student.sparsity}: must be in [0, 1)")
     for name in ("stage1", "stage2"):
