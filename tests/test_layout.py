@@ -22,6 +22,7 @@ LAYERS = {
     "core": 0,
     "data": 1,
     "runtime": 1,  # torch-free: core only
+    "kernels": 1,  # the native sparse kernel (ctypes): core only
     "models": 2,
     "compress": 3,
     "training": 4,

@@ -1,0 +1,57 @@
+/* pruneofa sparse int8 kernel: C API (used by Python through ctypes, and by the OpenVINO extension).
+ *
+ * Weights are stored in "K-group" form: K is cut into groups of 4 consecutive input features (the 4 bytes one
+ * VNNI lane multiplies), and each output row keeps only its non-empty groups: row_ptr[n]..row_ptr[n+1] index
+ * `groups` (the group number g, features 4g..4g+3) and `values` (the 4 int8 weights of the group, little endian,
+ * byte j = feature 4g+j). At 90% unstructured sparsity about a third of the groups are non-empty, so the kernel
+ * issues ~3x fewer multiply-adds than dense int8 and reads ~2x fewer weight bytes.
+ *
+ * Activations are u8 (per-tensor scale and zero point, as the QAT model's QuantizeLinear), weights s8 with one
+ * scale per output row; products are summed exactly in int32.
+ */
+#ifndef PRUNEOFA_SPARSE_H
+#define PRUNEOFA_SPARSE_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define POFA_API __attribute__((visibility("default")))
+
+/* Kernel paths; POFA_ISA_AUTO picks the best the CPU runs (or $PRUNEOFA_SPARSE_ISA when set). */
+enum { POFA_ISA_AUTO = -1, POFA_ISA_SCALAR = 0, POFA_ISA_AVX2 = 1, POFA_ISA_AVX512_VNNI = 2, POFA_ISA_COUNT = 3 };
+
+typedef struct {
+    int32_t rows;             /* N, output features */
+    int32_t cols;             /* K, input features */
+    const int32_t* row_ptr;   /* [N + 1] */
+    const uint16_t* groups;   /* [row_ptr[N]] group numbers, ascending within a row */
+    const int32_t* values;    /* [row_ptr[N]] 4 int8 weights per group */
+} pofa_weights;
+
+/* Name of a path ("scalar", "avx2", "avx512_vnni"), NULL for an unknown one. */
+POFA_API const char* pofa_isa_name(int isa);
+/* 1 if this CPU (and OS) can run the path. */
+POFA_API int pofa_isa_supported(int isa);
+/* The path POFA_ISA_AUTO resolves to: $PRUNEOFA_SPARSE_ISA if set (-1 if it names an unknown or unsupported
+ * path), else the best supported one. */
+POFA_API int pofa_isa_selected(void);
+
+/* out[t, n] = sum_k x[t, k] * w[n, k], exact int32; x is u8 [tokens, cols] row-major, out int32 [tokens, rows].
+ * Returns 0, or -1 if the path is unknown or unsupported here. */
+POFA_API int pofa_sparse_gemm_s32(const pofa_weights* w, const uint8_t* x, int64_t tokens, int32_t* out, int isa,
+                                  int threads);
+
+/* The fused linear layer: q = clamp(round(x / x_scale) + x_zero_point, 0, 255) (ONNX QuantizeLinear), then
+ * out[t, n] = (sum_k q[t, k] * w[n, k]) * mult[n] + offset[n], with mult = x_scale * w_scale[n] and
+ * offset = bias[n] - mult[n] * x_zero_point * sum_k w[n, k] precomputed by the caller. x, out f32 row-major. */
+POFA_API int pofa_sparse_linear_f32(const pofa_weights* w, const float* x, int64_t tokens, float x_scale,
+                                    int32_t x_zero_point, const float* mult, const float* offset, float* out,
+                                    int isa, int threads);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

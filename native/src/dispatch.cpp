@@ -1,0 +1,107 @@
+// The C API: path selection at run time (CPU flags, or $PRUNEOFA_SPARSE_ISA to force one so every path can be
+// tested and benchmarked on any machine), activation packing, and a split of the output rows over threads.
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "kernel.hpp"
+
+namespace pofa {
+namespace {
+
+const char* const kNames[POFA_ISA_COUNT] = {"scalar", "avx2", "avx512_vnni"};
+
+bool cpu_has(int isa) {
+    switch (isa) {
+        case POFA_ISA_SCALAR: return true;
+        case POFA_ISA_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        case POFA_ISA_AVX512_VNNI:
+            // libgcc's checks include the OS enabling the AVX-512 register state (XCR0).
+            return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                   __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+        default: return false;
+    }
+}
+
+// Parallel over row blocks: every thread reads all activations (small) and writes disjoint output columns.
+template <typename Body>
+void parallel_rows(int64_t blocks, int threads, Body body) {
+    const int n = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, blocks)));
+    if (n <= 1) {
+        body(0, blocks);
+        return;
+    }
+    std::vector<std::thread> pool;
+    for (int i = 0; i < n; ++i) {
+        const int64_t begin = blocks * i / n, end = blocks * (i + 1) / n;
+        pool.emplace_back([=] { body(begin, end); });
+    }
+    for (auto& t : pool) t.join();
+}
+
+int run(const pofa_weights* w, const uint8_t* x_u8, const float* x_f32, int64_t tokens, float scale, int32_t zp,
+        const Output& out, int isa, int threads) {
+    const Kernel* kernel = kernel_for(isa);
+    if (kernel == nullptr || w == nullptr || tokens < 0) return -1;
+    if (tokens == 0 || w->rows == 0) return 0;
+    std::vector<uint8_t> x4(packed_bytes(tokens, w->cols) + 64);
+    if (x_u8 != nullptr) {
+        kernel->pack_u8(x_u8, tokens, w->cols, x4.data());
+    } else {
+        kernel->quantize_pack(x_f32, tokens, w->cols, scale, zp, x4.data());
+    }
+    const Activations a{x4.data(), tokens, padded_tokens(tokens)};
+    parallel_rows(row_blocks(*w), threads, [&](int64_t b, int64_t e) { kernel->compute(*w, a, out, b, e); });
+    return 0;
+}
+
+}  // namespace
+
+int resolve_isa(int isa) { return isa == POFA_ISA_AUTO ? pofa_isa_selected() : isa; }
+
+const Kernel* kernel_for(int isa) {
+    isa = resolve_isa(isa);
+    if (isa < 0 || isa >= POFA_ISA_COUNT || !cpu_has(isa)) return nullptr;
+    switch (isa) {
+        case POFA_ISA_AVX512_VNNI: return &kernel_avx512_vnni();
+        case POFA_ISA_AVX2: return &kernel_avx2();
+        default: return &kernel_scalar();
+    }
+}
+
+}  // namespace pofa
+
+extern "C" {
+
+const char* pofa_isa_name(int isa) { return isa >= 0 && isa < POFA_ISA_COUNT ? pofa::kNames[isa] : nullptr; }
+
+int pofa_isa_supported(int isa) { return pofa::cpu_has(isa) ? 1 : 0; }
+
+int pofa_isa_selected(void) {
+    const char* forced = std::getenv("PRUNEOFA_SPARSE_ISA");
+    if (forced != nullptr && *forced != '\0') {
+        for (int isa = 0; isa < POFA_ISA_COUNT; ++isa) {
+            if (std::strcmp(forced, pofa::kNames[isa]) == 0) return pofa::cpu_has(isa) ? isa : -1;
+        }
+        return -1;
+    }
+    for (int isa = POFA_ISA_COUNT - 1; isa > 0; --isa) {
+        if (pofa::cpu_has(isa)) return isa;
+    }
+    return POFA_ISA_SCALAR;
+}
+
+int pofa_sparse_gemm_s32(const pofa_weights* w, const uint8_t* x, int64_t tokens, int32_t* out, int isa,
+                         int threads) {
+    return pofa::run(w, x, nullptr, tokens, 1.0f, 0, pofa::Output{out, nullptr, nullptr, nullptr}, isa, threads);
+}
+
+int pofa_sparse_linear_f32(const pofa_weights* w, const float* x, int64_t tokens, float x_scale, int32_t x_zero_point,
+                           const float* mult, const float* offset, float* out, int isa, int threads) {
+    if (x_scale <= 0.0f || mult == nullptr || offset == nullptr) return -1;
+    return pofa::run(w, nullptr, x, tokens, x_scale, x_zero_point, pofa::Output{nullptr, out, mult, offset}, isa,
+                     threads);
+}
+
+}  // extern "C"

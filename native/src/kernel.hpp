@@ -1,0 +1,75 @@
+// Internal interface between the C API (dispatch.cpp), the OpenVINO extension and the per-ISA kernels.
+// Each kernel_*.cpp is compiled with its own ISA flags and only ever called after a runtime CPU check.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+#include "pruneofa_sparse.h"
+
+namespace pofa {
+
+constexpr int kRowBlock = 16;    // output rows computed together (one 16-lane transpose in the epilogue)
+constexpr int kTokenAlign = 16;  // tokens padded to this in the activation layout
+constexpr int kMaxTile = 64;     // widest token block a kernel computes at once
+
+inline int64_t padded_tokens(int64_t tokens) { return (tokens + kTokenAlign - 1) / kTokenAlign * kTokenAlign; }
+inline int32_t col_groups(int32_t cols) { return (cols + 3) / 4; }
+inline int64_t row_blocks(const pofa_weights& w) { return (w.rows + kRowBlock - 1) / kRowBlock; }
+// Bytes of the activation layout: blocks of kMaxTile tokens (the last one as wide as the padded tokens left),
+// each [col_groups][block width][4]: the 4 u8 of one group of one token together, so a 64-byte load holds one
+// group of 16 consecutive tokens (one VNNI instruction's worth), and one block's activations are contiguous
+// (a small, fixed group stride: no cache-set aliasing however many tokens there are).
+inline size_t packed_bytes(int64_t tokens, int32_t cols) {
+    return static_cast<size_t>(col_groups(cols)) * static_cast<size_t>(padded_tokens(tokens)) * 4;
+}
+inline int64_t block_width(int64_t padded, int64_t t0) { return std::min<int64_t>(kMaxTile, padded - t0); }
+// Byte offset of (token t, group g).
+inline int64_t packed_offset(int64_t t, int32_t g, int32_t groups, int64_t padded) {
+    const int64_t t0 = t / kMaxTile * kMaxTile;
+    return (t0 * groups + static_cast<int64_t>(g) * block_width(padded, t0) + (t - t0)) * 4;
+}
+
+struct Activations {
+    const uint8_t* x4;
+    int64_t tokens;  // real tokens
+    int64_t padded;  // padded_tokens(tokens)
+};
+
+// Where results go: int32 (mult == nullptr) or f32 = acc * mult[n] + offset[n]; row-major [tokens, rows].
+struct Output {
+    int32_t* s32;
+    float* f32;
+    const float* mult;
+    const float* offset;
+};
+
+struct Kernel {
+    void (*pack_u8)(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4);
+    void (*quantize_pack)(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point,
+                          uint8_t* x4);
+    // Output rows [rb_begin * kRowBlock, rb_end * kRowBlock) for every token.
+    void (*compute)(const pofa_weights& w, const Activations& a, const Output& o, int64_t rb_begin,
+                    int64_t rb_end);
+};
+
+const Kernel& kernel_scalar();
+const Kernel& kernel_avx2();
+const Kernel& kernel_avx512_vnni();
+
+// The kernel of a path, or nullptr if unknown/unsupported; POFA_ISA_AUTO resolves through pofa_isa_selected().
+const Kernel* kernel_for(int isa);
+int resolve_isa(int isa);
+
+// Portable pieces the ISA kernels share.
+void pack_u8_portable(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4);
+void quantize_pack_portable(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point,
+                            uint8_t* x4);
+uint8_t quantize_one(float x, float scale, int32_t zero_point);
+
+// tile[r][t] (row stride kMaxTile) holds rows n0..n0+nrows, tokens t0..t0+ntok: write them to the output.
+void store_tile_portable(const int32_t* tile, int32_t rows, int32_t n0, int nrows, int64_t t0, int ntok,
+                         const Output& o);
+
+}  // namespace pofa

@@ -1,0 +1,122 @@
+// AVX-512 VNNI path: lanes are tokens. For one output row and one non-empty group, a single vpdpbusd multiplies
+// the group's 4 int8 weights (broadcast) by the 4 u8 activations of 16 tokens and adds them into 16 int32 sums,
+// exactly (no saturation). A row keeps 2R independent accumulators (R = 16-token vectors, two groups in flight)
+// so the loop is bound by loads and multiply-adds, not by the instruction's latency.
+// Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vnni; called only when the CPU reports them.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "kernel.hpp"
+
+namespace pofa {
+namespace {
+
+template <int R>
+inline void row_sums(const pofa_weights& w, int32_t n, const uint8_t* base, int64_t group_stride, int32_t* out) {
+    __m512i acc[2][R];
+    for (int u = 0; u < 2; ++u)
+        for (int i = 0; i < R; ++i) acc[u][i] = _mm512_setzero_si512();
+    int32_t j = w.row_ptr[n];
+    const int32_t end = w.row_ptr[n + 1];
+    for (; j + 1 < end; j += 2) {
+        const uint8_t* p0 = base + static_cast<int64_t>(w.groups[j]) * group_stride;
+        const uint8_t* p1 = base + static_cast<int64_t>(w.groups[j + 1]) * group_stride;
+        const __m512i w0 = _mm512_set1_epi32(w.values[j]);
+        const __m512i w1 = _mm512_set1_epi32(w.values[j + 1]);
+        for (int i = 0; i < R; ++i) {
+            acc[0][i] = _mm512_dpbusd_epi32(acc[0][i], _mm512_loadu_si512(p0 + 64 * i), w0);
+            acc[1][i] = _mm512_dpbusd_epi32(acc[1][i], _mm512_loadu_si512(p1 + 64 * i), w1);
+        }
+    }
+    if (j < end) {
+        const uint8_t* p0 = base + static_cast<int64_t>(w.groups[j]) * group_stride;
+        const __m512i w0 = _mm512_set1_epi32(w.values[j]);
+        for (int i = 0; i < R; ++i) acc[0][i] = _mm512_dpbusd_epi32(acc[0][i], _mm512_loadu_si512(p0 + 64 * i), w0);
+    }
+    for (int i = 0; i < R; ++i) _mm512_store_si512(out + 16 * i, _mm512_add_epi32(acc[0][i], acc[1][i]));
+}
+
+// Transpose the tile (16 rows x ntok tokens) into the row-major output: one gather per token picks its 16 rows.
+inline void store_tile(const int32_t* tile, int32_t rows, int32_t n0, int nrows, int64_t t0, int ntok,
+                       const Output& o) {
+    const __mmask16 mask = static_cast<__mmask16>((1u << nrows) - 1u);
+    const __m512i column = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                              _mm512_set1_epi32(kMaxTile));
+    if (o.mult == nullptr) {
+        for (int t = 0; t < ntok; ++t) {
+            const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, column, tile + t, 4);
+            _mm512_mask_storeu_epi32(o.s32 + (t0 + t) * rows + n0, mask, v);
+        }
+        return;
+    }
+    const __m512 mult = _mm512_maskz_loadu_ps(mask, o.mult + n0);
+    const __m512 offset = _mm512_maskz_loadu_ps(mask, o.offset + n0);
+    for (int t = 0; t < ntok; ++t) {
+        const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, column, tile + t, 4);
+        const __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), mult, offset);
+        _mm512_mask_storeu_ps(o.f32 + (t0 + t) * rows + n0, mask, y);
+    }
+}
+
+template <int R>
+void token_block(const pofa_weights& w, const Activations& a, const Output& o, int64_t rb_begin, int64_t rb_end,
+                 int64_t t0) {
+    alignas(64) int32_t tile[kRowBlock * kMaxTile];
+    const int ntok = static_cast<int>(std::min<int64_t>(16 * R, a.tokens - t0));
+    const uint8_t* base = a.x4 + t0 * col_groups(w.cols) * 4;  // the block's own [groups][16R][4] bytes
+    const int64_t group_stride = 16 * R * 4;
+    for (int64_t rb = rb_begin; rb < rb_end; ++rb) {
+        const int32_t n0 = static_cast<int32_t>(rb * kRowBlock);
+        const int nrows = std::min(kRowBlock, w.rows - n0);
+        for (int r = 0; r < nrows; ++r) row_sums<R>(w, n0 + r, base, group_stride, tile + r * kMaxTile);
+        store_tile(tile, w.rows, n0, nrows, t0, ntok, o);
+    }
+}
+
+void compute(const pofa_weights& w, const Activations& a, const Output& o, int64_t rb_begin, int64_t rb_end) {
+    // One token block's activations (64 x K bytes) stay in L1/L2 while every row of the range is swept.
+    for (int64_t t0 = 0; t0 < a.padded; t0 += kMaxTile) {
+        switch (block_width(a.padded, t0) / 16) {
+            case 4: token_block<4>(w, a, o, rb_begin, rb_end, t0); break;
+            case 3: token_block<3>(w, a, o, rb_begin, rb_end, t0); break;
+            case 2: token_block<2>(w, a, o, rb_begin, rb_end, t0); break;
+            default: token_block<1>(w, a, o, rb_begin, rb_end, t0); break;
+        }
+    }
+}
+
+void quantize_pack(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point, uint8_t* x4) {
+    const int64_t padded = padded_tokens(tokens);
+    const int32_t groups = col_groups(cols);
+    std::memset(x4, 0, packed_bytes(tokens, cols));
+    const __m512 vscale = _mm512_set1_ps(scale);
+    const __m512i vzp = _mm512_set1_epi32(zero_point);
+    const __m512i lo = _mm512_setzero_si512();
+    const __m512i hi = _mm512_set1_epi32(255);
+    alignas(16) uint32_t groups4[4];
+    for (int64_t t = 0; t < tokens; ++t) {
+        const float* row = x + t * cols;
+        for (int32_t k = 0; k < cols; k += 16) {
+            const int n = std::min(16, cols - k);
+            const __mmask16 mask = static_cast<__mmask16>((1u << n) - 1u);
+            const __m512 v = _mm512_div_ps(_mm512_maskz_loadu_ps(mask, row + k), vscale);  // x / scale, as ONNX
+            const __m512i q = _mm512_add_epi32(
+                _mm512_cvtps_epi32(_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)), vzp);
+            const __m512i clamped = _mm512_maskz_mov_epi32(mask, _mm512_min_epi32(_mm512_max_epi32(q, lo), hi));
+            _mm_store_si128(reinterpret_cast<__m128i*>(groups4), _mm512_cvtepi32_epi8(clamped));
+            for (int g = 0; g < (n + 3) / 4; ++g) {
+                std::memcpy(x4 + packed_offset(t, k / 4 + g, groups, padded), &groups4[g], 4);
+            }
+        }
+    }
+}
+
+}  // namespace
+
+const Kernel& kernel_avx512_vnni() {
+    static const Kernel k{pack_u8_portable, quantize_pack, compute};
+    return k;
+}
+
+}  // namespace pofa

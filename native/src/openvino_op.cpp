@@ -1,0 +1,137 @@
+// OpenVINO extension: the SparseInt8Linear op, so that attention, LayerNorm and GELU keep OpenVINO's own fast
+// kernels while the Linear layers run the zero-skipping kernel. OpenVINO's CPU plugin runs a custom op through
+// its evaluate() (on its own inference threads; the row blocks are spread with OpenVINO's parallel_for, i.e.
+// inside the plugin's thread arena and its INFERENCE_NUM_THREADS). The ONNX frontend maps the custom-domain node
+// `ai.pruneofa.SparseInt8Linear` to it, so `core.add_extension(lib); core.read_model("model.sparse.onnx")` works.
+//
+// Inputs: 0 x f32 [..., cols]; 1 packed weights u8 (row_ptr int32 [rows + 1] | values int32 [G] | groups uint16
+// [G], G = row_ptr[rows]); 2 mult f32 [rows]; 3 offset f32 [rows]. Attributes: rows, cols, x_scale,
+// x_zero_point. Output: f32 [..., rows]. See pruneofa_sparse.h for the arithmetic.
+#include <cstring>
+#include <mutex>
+#include <openvino/core/extension.hpp>
+#include <openvino/core/op_extension.hpp>
+#include <openvino/core/parallel.hpp>
+#include <openvino/frontend/onnx/extension/op.hpp>
+#include <openvino/op/op.hpp>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernel.hpp"
+
+#ifndef POFA_OPENVINO_BUILD_VERSION
+#define POFA_OPENVINO_BUILD_VERSION "unknown"
+#endif
+
+namespace pofa {
+
+class SparseInt8Linear : public ov::op::Op {
+public:
+    OPENVINO_OP("SparseInt8Linear", "pruneofa");
+
+    SparseInt8Linear() = default;
+    SparseInt8Linear(const ov::OutputVector& args, int64_t rows, int64_t cols, float x_scale, int64_t x_zero_point)
+        : Op(args), rows_(rows), cols_(cols), x_scale_(x_scale), x_zero_point_(x_zero_point) {
+        constructor_validate_and_infer_types();
+    }
+
+    void validate_and_infer_types() override {
+        NODE_VALIDATION_CHECK(this, get_input_size() == 4, "SparseInt8Linear takes 4 inputs, got ", get_input_size());
+        NODE_VALIDATION_CHECK(this, get_input_element_type(1) == ov::element::u8, "packed weights must be u8");
+        ov::PartialShape shape = get_input_partial_shape(0);
+        if (shape.rank().is_static() && shape.rank().get_length() >= 1) {
+            const auto last = shape.rank().get_length() - 1;
+            NODE_VALIDATION_CHECK(this, shape[last].compatible(cols_), "input's last dim must be cols=", cols_);
+            shape[last] = rows_;
+        }
+        set_output_type(0, ov::element::f32, shape);
+    }
+
+    std::shared_ptr<ov::Node> clone_with_new_inputs(const ov::OutputVector& args) const override {
+        return std::make_shared<SparseInt8Linear>(args, rows_, cols_, x_scale_, x_zero_point_);
+    }
+
+    bool visit_attributes(ov::AttributeVisitor& visitor) override {
+        visitor.on_attribute("rows", rows_);
+        visitor.on_attribute("cols", cols_);
+        visitor.on_attribute("x_scale", x_scale_);
+        visitor.on_attribute("x_zero_point", x_zero_point_);
+        return true;
+    }
+
+    bool has_evaluate() const override { return true; }
+
+    bool evaluate(ov::TensorVector& outputs, const ov::TensorVector& inputs) const override {
+        const Kernel* kernel = kernel_for(POFA_ISA_AUTO);
+        if (kernel == nullptr) {
+            throw std::runtime_error("pruneofa SparseInt8Linear: $PRUNEOFA_SPARSE_ISA names a path this CPU cannot "
+                                     "run (use scalar, avx2 or avx512_vnni, or unset it)");
+        }
+        const pofa_weights& w = weights(inputs[1]);
+        const ov::Shape in_shape = inputs[0].get_shape();
+        ov::Shape out_shape = in_shape;
+        out_shape.back() = static_cast<size_t>(rows_);
+        outputs[0].set_shape(out_shape);
+        const int64_t tokens = static_cast<int64_t>(ov::shape_size(in_shape) / static_cast<size_t>(cols_));
+        if (tokens == 0) return true;
+        std::vector<uint8_t> x4(packed_bytes(tokens, w.cols) + 64);
+        kernel->quantize_pack(inputs[0].data<const float>(), tokens, w.cols, x_scale_,
+                              static_cast<int32_t>(x_zero_point_), x4.data());
+        const Activations a{x4.data(), tokens, padded_tokens(tokens)};
+        const Output o{nullptr, outputs[0].data<float>(), inputs[2].data<const float>(), inputs[3].data<const float>()};
+        const int64_t blocks = row_blocks(w);
+        ov::parallel_for(static_cast<size_t>(blocks), [&](size_t b) {
+            kernel->compute(w, a, o, static_cast<int64_t>(b), static_cast<int64_t>(b) + 1);
+        });
+        return true;
+    }
+
+private:
+    // The packed bytes, copied once into aligned arrays (a Constant's buffer need not be aligned for int32).
+    const pofa_weights& weights(const ov::Tensor& packed) const {
+        std::call_once(prepared_->once, [&] {
+            const auto* bytes = static_cast<const uint8_t*>(packed.data());
+            const size_t size = packed.get_byte_size();
+            const size_t ptr_bytes = static_cast<size_t>(rows_ + 1) * 4;
+            if (size < ptr_bytes) throw std::runtime_error("pruneofa SparseInt8Linear: packed weights truncated");
+            prepared_->row_ptr.resize(static_cast<size_t>(rows_ + 1));
+            std::memcpy(prepared_->row_ptr.data(), bytes, ptr_bytes);
+            const auto groups = static_cast<size_t>(prepared_->row_ptr.back());
+            if (size != ptr_bytes + groups * 6) {
+                throw std::runtime_error("pruneofa SparseInt8Linear: packed weights have " + std::to_string(size) +
+                                         " bytes, expected " + std::to_string(ptr_bytes + groups * 6));
+            }
+            prepared_->values.resize(groups);
+            prepared_->groups.resize(groups);
+            std::memcpy(prepared_->values.data(), bytes + ptr_bytes, groups * 4);
+            std::memcpy(prepared_->groups.data(), bytes + ptr_bytes + groups * 4, groups * 2);
+            prepared_->w = pofa_weights{static_cast<int32_t>(rows_), static_cast<int32_t>(cols_),
+                                        prepared_->row_ptr.data(), prepared_->groups.data(),
+                                        prepared_->values.data()};
+        });
+        return prepared_->w;
+    }
+
+    struct Prepared {
+        std::once_flag once;
+        std::vector<int32_t> row_ptr;
+        std::vector<int32_t> values;
+        std::vector<uint16_t> groups;
+        pofa_weights w{};
+    };
+
+    int64_t rows_ = 0;
+    int64_t cols_ = 0;
+    float x_scale_ = 1.0f;
+    int64_t x_zero_point_ = 0;
+    std::shared_ptr<Prepared> prepared_ = std::make_shared<Prepared>();
+};
+
+}  // namespace pofa
+
+extern "C" POFA_API const char* pofa_openvino_built_with(void) { return POFA_OPENVINO_BUILD_VERSION; }
+
+OPENVINO_CREATE_EXTENSIONS(std::vector<ov::Extension::Ptr>(
+    {std::make_shared<ov::OpExtension<pofa::SparseInt8Linear>>(),
+     std::make_shared<ov::frontend::onnx::OpExtension<pofa::SparseInt8Linear>>("SparseInt8Linear", "ai.pruneofa")}));

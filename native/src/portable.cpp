@@ -1,0 +1,95 @@
+// The portable path (any x86-64 or other CPU) and the pieces every path shares: activation packing, quantizing
+// as ONNX QuantizeLinear does, and the scalar epilogue.
+#include <cmath>
+#include <cstring>
+
+#include "kernel.hpp"
+
+namespace pofa {
+
+uint8_t quantize_one(float x, float scale, int32_t zero_point) {
+    // QuantizeLinear: saturate(round_half_to_even(x / scale) + zero_point); nearbyint rounds half to even in
+    // the default rounding mode.
+    const float q = std::nearbyint(x / scale) + static_cast<float>(zero_point);
+    return static_cast<uint8_t>(std::min(255.0f, std::max(0.0f, q)));
+}
+
+void pack_u8_portable(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4) {
+    const int64_t padded = padded_tokens(tokens);
+    const int32_t groups = col_groups(cols);
+    std::memset(x4, 0, packed_bytes(tokens, cols));
+    for (int64_t t = 0; t < tokens; ++t) {
+        const uint8_t* row = x + t * cols;
+        for (int32_t g = 0; g < groups; ++g) {
+            const int32_t k = 4 * g;
+            const int n = std::min(4, cols - k);
+            std::memcpy(x4 + packed_offset(t, g, groups, padded), row + k, static_cast<size_t>(n));
+        }
+    }
+}
+
+void quantize_pack_portable(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point,
+                            uint8_t* x4) {
+    const int64_t padded = padded_tokens(tokens);
+    const int32_t groups = col_groups(cols);
+    std::memset(x4, 0, packed_bytes(tokens, cols));
+    for (int64_t t = 0; t < tokens; ++t) {
+        const float* row = x + t * cols;
+        for (int32_t g = 0; g < groups; ++g) {
+            uint8_t* dst = x4 + packed_offset(t, g, groups, padded);
+            for (int j = 0; j < 4 && 4 * g + j < cols; ++j) dst[j] = quantize_one(row[4 * g + j], scale, zero_point);
+        }
+    }
+}
+
+void store_tile_portable(const int32_t* tile, int32_t rows, int32_t n0, int nrows, int64_t t0, int ntok,
+                         const Output& o) {
+    for (int t = 0; t < ntok; ++t) {
+        const int64_t out_row = (t0 + t) * rows + n0;
+        for (int r = 0; r < nrows; ++r) {
+            const int32_t acc = tile[r * kMaxTile + t];
+            if (o.mult == nullptr) {
+                o.s32[out_row + r] = acc;
+            } else {
+                o.f32[out_row + r] = static_cast<float>(acc) * o.mult[n0 + r] + o.offset[n0 + r];
+            }
+        }
+    }
+}
+
+namespace {
+
+void compute_scalar(const pofa_weights& w, const Activations& a, const Output& o, int64_t rb_begin, int64_t rb_end) {
+    int32_t tile[kRowBlock * kMaxTile];
+    for (int64_t t0 = 0; t0 < a.tokens; t0 += kMaxTile) {
+        const int ntok = static_cast<int>(std::min<int64_t>(kMaxTile, a.tokens - t0));
+        for (int64_t rb = rb_begin; rb < rb_end; ++rb) {
+            const int32_t n0 = static_cast<int32_t>(rb * kRowBlock);
+            const int nrows = std::min(kRowBlock, w.rows - n0);
+            for (int r = 0; r < nrows; ++r) {
+                const int32_t n = n0 + r;
+                int32_t* acc = tile + r * kMaxTile;
+                std::fill(acc, acc + ntok, 0);
+                for (int32_t j = w.row_ptr[n]; j < w.row_ptr[n + 1]; ++j) {
+                    int8_t wv[4];
+                    std::memcpy(wv, &w.values[j], 4);
+                    const uint8_t* xg = a.x4 + packed_offset(t0, w.groups[j], col_groups(w.cols), a.padded);
+                    for (int t = 0; t < ntok; ++t) {
+                        const uint8_t* xt = xg + t * 4;
+                        acc[t] += xt[0] * wv[0] + xt[1] * wv[1] + xt[2] * wv[2] + xt[3] * wv[3];
+                    }
+                }
+            }
+            store_tile_portable(tile, w.rows, n0, nrows, t0, ntok, o);
+        }
+    }
+}
+
+}  // namespace
+
+const Kernel& kernel_scalar() {
+    static const Kernel k{pack_u8_portable, quantize_pack_portable, compute_scalar};
+    return k;
+}
+
+}  // namespace pofa

@@ -1,0 +1,89 @@
+"""The kernel inside OpenVINO: the `SparseInt8Linear` op of libpruneofa_openvino.so, and the ONNX node that
+OpenVINO's ONNX frontend maps to it (domain `ai.pruneofa`).
+
+An OpenVINO extension must come from the same OpenVINO release it runs in: the library records the version it
+was built against, and a mismatch is reported as "unavailable, reinstall" instead of a crash at compile time.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from typing import Any
+
+import numpy as np
+
+from pruneofa.core.errors import PruneofaError
+from pruneofa.kernels.group_weights import GroupWeights
+from pruneofa.kernels.native import OPENVINO_LIBRARY, Availability, not_built_reason
+
+DOMAIN = "ai.pruneofa"
+OP_TYPE = "SparseInt8Linear"
+
+
+def _release(version: str) -> str:
+    """'2026.4.1-20441-...' -> '2026.4.1' (the part an extension's ABI depends on)."""
+    return version.split("-")[0]
+
+
+@functools.cache
+def availability() -> Availability:
+    if not OPENVINO_LIBRARY.is_file():
+        return Availability(False, not_built_reason(OPENVINO_LIBRARY))
+    try:
+        import openvino as ov  # loads libopenvino, which the extension links to
+    except ImportError as exc:
+        return Availability(False, f"openvino is not importable ({exc})")
+    lib = ctypes.CDLL(str(OPENVINO_LIBRARY))
+    lib.pofa_openvino_built_with.restype = ctypes.c_char_p
+    built = lib.pofa_openvino_built_with().decode()
+    running = ov.get_version()
+    if _release(built) != _release(running):
+        return Availability(
+            False,
+            f"{OPENVINO_LIBRARY.name} was built against OpenVINO {built} but {running} is installed; reinstall "
+            "pruneofa (`pip install --force-reinstall --no-deps -e .`) to rebuild it",
+        )
+    return Availability(True, f"{OPENVINO_LIBRARY} (OpenVINO {built})")
+
+
+def add_to(core: Any) -> None:
+    """Register the op with an `openvino.Core` (before read_model of a model that uses it)."""
+    state = availability()
+    if not state.ok:
+        raise PruneofaError(f"the sparse OpenVINO engine is unavailable: {state.reason}")
+    core.add_extension(str(OPENVINO_LIBRARY))
+
+
+def epilogue(w_scale: np.ndarray, bias: np.ndarray, x_scale: float, x_zero_point: int, weight: np.ndarray) -> tuple:
+    """(mult, offset) such that y = acc * mult + offset equals DQ(x) @ DQ(W).T + bias (pruneofa_sparse.h)."""
+    mult = (np.float64(x_scale) * w_scale.astype(np.float64)).astype(np.float32)
+    row_sums = weight.astype(np.int64).sum(axis=1)
+    offset = (bias.astype(np.float64) - mult.astype(np.float64) * x_zero_point * row_sums).astype(np.float32)
+    return mult, offset
+
+
+def node_and_initializers(
+    name: str, x: str, y: str, w: GroupWeights, x_scale: float, x_zero_point: int, mult: np.ndarray, offset: np.ndarray
+) -> tuple[Any, list[Any]]:
+    """The ONNX node `y = SparseInt8Linear(x)` and its three initializers (packed weights, mult, offset)."""
+    from onnx import helper, numpy_helper
+
+    packed = np.frombuffer(w.to_bytes(), dtype=np.uint8)
+    inits = [
+        numpy_helper.from_array(packed, f"{name}.packed"),
+        numpy_helper.from_array(np.asarray(mult, np.float32), f"{name}.mult"),
+        numpy_helper.from_array(np.asarray(offset, np.float32), f"{name}.offset"),
+    ]
+    node = helper.make_node(
+        OP_TYPE,
+        [x, f"{name}.packed", f"{name}.mult", f"{name}.offset"],
+        [y],
+        name=name,
+        domain=DOMAIN,
+        rows=w.rows,
+        cols=w.cols,
+        x_scale=float(x_scale),
+        x_zero_point=int(x_zero_point),
+    )
+    return node, inits

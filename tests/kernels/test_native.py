@@ -1,0 +1,180 @@
+"""The sparse int8 kernel: exact int32 results against numpy on every path this CPU runs (odd shapes, all-zero
+rows and columns, tokens that are not a multiple of any tile), the fused f32 layer, the K-group packing, the
+$PRUNEOFA_SPARSE_ISA override, and the OpenVINO op against the same reference."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pruneofa.core.errors import PruneofaError
+from pruneofa.kernels import native, openvino_op
+from pruneofa.kernels.group_weights import GroupWeights, pack_groups
+
+needs_kernel = pytest.mark.skipif(not native.availability().ok, reason=native.availability().reason)
+
+SHAPES = [  # (rows, cols, tokens)
+    (1, 1, 1),
+    (16, 4, 16),
+    (17, 5, 1),
+    (37, 53, 7),
+    (64, 768, 64),
+    (40, 768, 100),  # 64 + 36: a full token block and a partial one
+    (33, 130, 129),
+    (768, 96, 200),
+]
+
+
+def sparse_int8(rng: np.random.Generator, rows: int, cols: int, zeros: float = 0.9) -> np.ndarray:
+    w = rng.integers(-128, 128, (rows, cols)).astype(np.int8)
+    w[rng.random((rows, cols)) < zeros] = 0
+    return w
+
+
+def paths() -> list[str]:
+    return native.supported_isas() if native.availability().ok else []
+
+
+@needs_kernel
+@pytest.mark.parametrize("isa", native.ISA_NAMES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_gemm_is_exact_on_every_path(isa: str, shape: tuple[int, int, int]) -> None:
+    if isa not in paths():
+        pytest.skip(f"this CPU cannot run {isa}")
+    rows, cols, tokens = shape
+    rng = np.random.default_rng(rows * 1000 + cols)
+    w = sparse_int8(rng, rows, cols)
+    w[rows // 2] = 0  # an all-zero row
+    w[:, cols // 3] = 0  # an all-zero column
+    w[0, : min(cols, 9)] = [-128, 127, -128, 127, 1, -1, 127, -128, 127][: min(cols, 9)]  # extremes, a full group
+    x = rng.integers(0, 256, (tokens, cols)).astype(np.uint8)
+    x[0] = 255  # largest products
+    expected = x.astype(np.int64) @ w.T.astype(np.int64)
+    np.testing.assert_array_equal(native.gemm_s32(pack_groups(w), x, isa, threads=2), expected)
+
+
+@needs_kernel
+@pytest.mark.parametrize("isa", native.ISA_NAMES)
+def test_dense_and_empty_weights(isa: str) -> None:
+    if isa not in paths():
+        pytest.skip(f"this CPU cannot run {isa}")
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (50, 96)).astype(np.uint8)
+    for w in (rng.integers(-128, 128, (20, 96)).astype(np.int8), np.zeros((20, 96), np.int8)):
+        np.testing.assert_array_equal(
+            native.gemm_s32(pack_groups(w), x, isa), x.astype(np.int64) @ w.T.astype(np.int64)
+        )
+    assert native.gemm_s32(pack_groups(np.ones((3, 8), np.int8)), np.zeros((0, 8), np.uint8), isa).shape == (0, 3)
+
+
+def reference_linear(x, w, w_scale, bias, x_scale, zp):  # type: ignore[no-untyped-def]
+    q = np.clip(np.rint(x / np.float32(x_scale)) + zp, 0, 255)  # QuantizeLinear: round half to even
+    return ((q - zp) * x_scale) @ (w.astype(np.float64) * w_scale[:, None]).T + bias
+
+
+@needs_kernel
+@pytest.mark.parametrize("isa", native.ISA_NAMES)
+def test_fused_linear_matches_qdq_arithmetic(isa: str) -> None:
+    if isa not in paths():
+        pytest.skip(f"this CPU cannot run {isa}")
+    rng = np.random.default_rng(2)
+    rows, cols, tokens = 70, 101, 45
+    w = sparse_int8(rng, rows, cols)
+    w_scale = (rng.random(rows) * 0.02 + 1e-3).astype(np.float32)
+    bias = rng.standard_normal(rows).astype(np.float32)
+    x = (rng.standard_normal((tokens, cols)) * 2).astype(np.float32)
+    x[0, :4] = [0.01, 0.03, -0.01, 100.0]  # exact halves (x_scale 0.02) and saturation
+    mult, offset = openvino_op.epilogue(w_scale, bias, 0.02, 120, w)
+    got = native.linear_f32(pack_groups(w), x, 0.02, 120, mult, offset, isa)
+    np.testing.assert_allclose(got, reference_linear(x, w, w_scale, bias, 0.02, 120), rtol=1e-5, atol=1e-4)
+
+
+def test_packing_round_trips_and_counts_groups() -> None:
+    rng = np.random.default_rng(3)
+    w = sparse_int8(rng, 33, 70)
+    packed = pack_groups(w)
+    np.testing.assert_array_equal(packed.to_dense(), w)
+    again = GroupWeights.from_bytes(packed.to_bytes(), 33, 70)
+    np.testing.assert_array_equal(again.to_dense(), w)
+    quads = np.pad(w, ((0, 0), (0, 2))).reshape(33, -1, 4)
+    assert packed.nonempty_groups == int((quads != 0).any(axis=2).sum())
+    assert 0.25 < pack_groups(sparse_int8(rng, 256, 256)).group_fill < 0.45  # ~34% at 90% random zeros
+    with pytest.raises(ValueError, match="int8"):
+        pack_groups(w.astype(np.int16))
+    with pytest.raises(ValueError, match="expected"):
+        GroupWeights.from_bytes(packed.to_bytes()[:-2], 33, 70)
+
+
+@needs_kernel
+def test_bad_path_names_are_clear() -> None:
+    w = pack_groups(np.ones((2, 4), np.int8))
+    with pytest.raises(PruneofaError, match="unknown; use one of scalar, avx2, avx512_vnni"):
+        native.gemm_s32(w, np.ones((1, 4), np.uint8), "amx9000")
+
+
+def _in_subprocess(code: str, isa: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, native.ISA_ENV: isa}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+
+
+@needs_kernel
+def test_env_override_forces_a_path() -> None:
+    code = "from pruneofa.kernels import native; print(native.selected_isa())"
+    for isa in paths():
+        assert _in_subprocess(code, isa).stdout.strip() == isa
+    bad = _in_subprocess(code, "sse9")
+    assert bad.returncode != 0 and "PRUNEOFA_SPARSE_ISA='sse9': not a path this CPU can run" in bad.stderr
+
+
+@needs_kernel
+@pytest.mark.skipif(not openvino_op.availability().ok, reason=openvino_op.availability().reason)
+@pytest.mark.parametrize("isa", native.ISA_NAMES)
+def test_openvino_op_matches_the_reference(isa: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    if isa not in paths():
+        pytest.skip(f"this CPU cannot run {isa}")
+    code = f"""
+import numpy as np, onnx, openvino as ov
+from onnx import helper, TensorProto
+from pruneofa.kernels import openvino_op
+from pruneofa.kernels.group_weights import pack_groups
+from tests.kernels.test_native import reference_linear, sparse_int8
+rng = np.random.default_rng(4)
+w = sparse_int8(rng, 40, 70); w_scale = (rng.random(40) * 0.01 + 1e-3).astype(np.float32)
+bias = rng.standard_normal(40).astype(np.float32)
+mult, offset = openvino_op.epilogue(w_scale, bias, 0.02, 128, w)
+node, inits = openvino_op.node_and_initializers("fc", "x", "y", pack_groups(w), 0.02, 128, mult, offset)
+x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", 70])
+y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+model = helper.make_model(helper.make_graph([node], "g", [x_info], [y_info], inits),
+                          opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(openvino_op.DOMAIN, 1)])
+onnx.save(model, {str(tmp_path / "one.onnx")!r})
+core = ov.Core(); openvino_op.add_to(core)
+compiled = core.compile_model(core.read_model({str(tmp_path / "one.onnx")!r}), "CPU",
+                              {{"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2}})
+x = rng.standard_normal((3, 37, 70)).astype(np.float32)
+got = compiled(x)[0]
+assert got.shape == (3, 37, 40)
+np.testing.assert_allclose(got, reference_linear(x, w, w_scale, bias, 0.02, 128), rtol=1e-5, atol=1e-4)
+print("ok")
+"""
+    done = _in_subprocess(code, isa)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_unbuilt_kernel_says_why(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(native, "KERNEL_LIBRARY", tmp_path / "libpruneofa_sparse.so")
+    monkeypatch.setattr(native, "BUILD_ERROR_FILE", tmp_path / "BUILD_ERROR.txt")
+    native._library.cache_clear()
+    try:
+        state = native.availability()
+        assert not state.ok and "not built; reinstall pruneofa" in state.reason
+        (tmp_path / "BUILD_ERROR.txt").write_text("OSError: cmake is not on PATH\n")
+        assert "could not build it (OSError: cmake is not on PATH)" in native.availability().reason
+        with pytest.raises(PruneofaError, match="the sparse kernel is unavailable"):
+            native.supported_isas()
+    finally:
+        native._library.cache_clear()
