@@ -1,0 +1,153 @@
+"""The QDQ int8 ONNX export rewritten for pruneofa's sparse kernel: every int8 Linear
+(QuantizeLinear -> DequantizeLinear -> MatMul <- DequantizeLinear(int8 W [K, N]) -> Add bias) becomes one
+`ai.pruneofa.SparseInt8Linear` node holding the weights in K-group form (pruneofa/kernels/group_weights.py), with
+the activation quantizer, weight scales and bias folded into its (mult, offset) epilogue. Attention, LayerNorm,
+GELU and the rest of the graph are untouched, so OpenVINO keeps running them with its own kernels; the file
+loads in OpenVINO after `pruneofa.kernels.openvino_op.add_to(core)`.
+
+The arithmetic is the QDQ graph's (same rounding, same int8 values, exact int32 sums); only the float epilogue
+is reassociated, which moves logits by float rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pruneofa.kernels import openvino_op
+from pruneofa.kernels.group_weights import pack_groups
+
+SPARSE_ONNX = "model.sparse.onnx"
+
+
+@dataclass
+class Rewritten:
+    layers: int
+    weight_bytes: int  # packed K-group bytes of all rewritten layers
+    dense_int8_bytes: int  # the same layers' int8 weights as the QDQ file stores them
+    group_fill: float  # non-empty groups / all groups, over all rewritten layers
+
+
+class _Graph:
+    def __init__(self, graph: Any) -> None:
+        from onnx import numpy_helper
+
+        self.graph = graph
+        self.values: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+        self.aliases = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity"}
+        for node in graph.node:
+            if node.op_type == "Constant":
+                for attr in node.attribute:
+                    if attr.name == "value":
+                        self.values[node.output[0]] = numpy_helper.to_array(attr.t)
+        self.producer = {out: node for node in graph.node for out in node.output}
+        self.consumers: dict[str, list[Any]] = {}
+        for node in graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+
+    def resolve(self, name: str) -> str:
+        while name in self.aliases:
+            name = self.aliases[name]
+        return name
+
+    def const(self, name: str) -> np.ndarray | None:
+        return self.values.get(self.resolve(name))
+
+    def made_by(self, name: str, op_type: str) -> Any:
+        node = self.producer.get(self.resolve(name))
+        return node if node is not None and node.op_type == op_type else None
+
+
+def _axis(node: Any) -> int:
+    return next((a.i for a in node.attribute if a.name == "axis"), 1)
+
+
+def _match_linear(g: _Graph, matmul: Any) -> dict[str, Any] | None:
+    """The parts of one int8 Linear around `matmul`, or None when it is not one (e.g. attention's matmuls)."""
+    dq_w = g.made_by(matmul.input[1], "DequantizeLinear")
+    dq_x = g.made_by(matmul.input[0], "DequantizeLinear")
+    q_x = g.made_by(dq_x.input[0], "QuantizeLinear") if dq_x is not None else None
+    if dq_w is None or q_x is None:
+        return None
+    w = g.const(dq_w.input[0])
+    w_scale = g.const(dq_w.input[1])
+    w_zero = g.const(dq_w.input[2]) if len(dq_w.input) > 2 else np.zeros(1, np.int8)
+    x_scale, x_zero = g.const(dq_x.input[1]), g.const(dq_x.input[2]) if len(dq_x.input) > 2 else None
+    if w is None or w.dtype != np.int8 or w.ndim != 2 or w_scale is None or x_scale is None or x_zero is None:
+        return None
+    if x_scale.size != 1 or x_zero.dtype != np.uint8 or np.any(w_zero != 0):
+        return None
+    if w_scale.size != 1 and _axis(dq_w) != 1:
+        return None
+    rows = w.shape[1]
+    out_name, bias, add = matmul.output[0], np.zeros(rows, np.float32), None
+    users = g.consumers.get(out_name, [])
+    if len(users) == 1 and users[0].op_type == "Add":
+        other = [n for n in users[0].input if n != out_name]
+        value = g.const(other[0]) if len(other) == 1 else None
+        if value is not None and value.size == rows:
+            bias, add, out_name = value.reshape(rows).astype(np.float32), users[0], users[0].output[0]
+    return {
+        "x": q_x.input[0],
+        "out": out_name,
+        "weight": np.ascontiguousarray(w.T),  # [N, K], the kernel's layout
+        "w_scale": np.broadcast_to(w_scale.astype(np.float32).reshape(-1), (rows,)).copy(),
+        "bias": bias,
+        "x_scale": float(x_scale.reshape(())),
+        "x_zero": int(x_zero.reshape(())),
+        "removed": [matmul] + ([add] if add is not None else []),
+    }
+
+
+def rewrite(proto: Any) -> Rewritten:
+    """Rewrite `proto` (a loaded QDQ ONNX model) in place; dead Q/DQ nodes and int8 initializers are dropped."""
+    from onnx import helper
+
+    g = _Graph(proto.graph)
+    layers = weight_bytes = dense_bytes = 0
+    filled = total = 0
+    for matmul in [n for n in proto.graph.node if n.op_type == "MatMul"]:
+        parts = _match_linear(g, matmul)
+        if parts is None:
+            continue
+        weights = pack_groups(parts["weight"])
+        mult, offset = openvino_op.epilogue(
+            parts["w_scale"], parts["bias"], parts["x_scale"], parts["x_zero"], parts["weight"]
+        )
+        name = f"sparse_linear_{layers}"
+        node, inits = openvino_op.node_and_initializers(
+            name, parts["x"], parts["out"], weights, parts["x_scale"], parts["x_zero"], mult, offset
+        )
+        index = list(proto.graph.node).index(parts["removed"][0])
+        for old in parts["removed"]:
+            proto.graph.node.remove(old)
+        proto.graph.node.insert(index, node)
+        proto.graph.initializer.extend(inits)
+        layers += 1
+        weight_bytes += len(weights.to_bytes())
+        dense_bytes += parts["weight"].size
+        filled += weights.nonempty_groups
+        total += weights.rows * ((weights.cols + 3) // 4)
+    _drop_dead(proto.graph)
+    if layers:
+        proto.opset_import.append(helper.make_opsetid(openvino_op.DOMAIN, 1))
+    return Rewritten(layers, weight_bytes, dense_bytes, filled / total if total else 0.0)
+
+
+def _drop_dead(graph: Any) -> None:
+    """Remove nodes whose outputs nobody reads (the old Q/DQ chains), then unused initializers."""
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {name for node in graph.node for name in node.input} | outputs
+        dead = [n for n in graph.node if not any(out in used for out in n.output)]
+        for node in dead:
+            graph.node.remove(node)
+        if not dead:
+            break
+    used = {name for node in graph.node for name in node.input}
+    for init in list(graph.initializer):
+        if init.name not in used:
+            graph.initializer.remove(init)

@@ -1,0 +1,66 @@
+"""The QDQ int8 export rewritten for the sparse kernel: every int8 Linear becomes one SparseInt8Linear node, the
+weights survive exactly, and OpenVINO with the extension predicts what the QDQ model predicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pruneofa.kernels import native, openvino_op
+
+pytestmark = pytest.mark.skipif(not openvino_op.availability().ok, reason=openvino_op.availability().reason)
+
+
+def _feeds(folder: Path) -> dict[str, np.ndarray]:
+    from pruneofa.bench.inputs import dev_texts, token_batches
+
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    return token_batches(folder, dev_texts(None)[:64], 32, 64, 1, names)[0]
+
+
+def test_rewrite_matches_the_qdq_model(tiny_exports: Path, tmp_path: Path) -> None:
+    import onnx
+    import openvino as ov
+    from onnx import numpy_helper
+
+    from pruneofa.export.sparse_form import rewrite
+    from pruneofa.kernels.group_weights import GroupWeights
+
+    qdq = onnx.load(str(tiny_exports / "int8" / "model.onnx"))
+    int8_weights = {
+        i.name: numpy_helper.to_array(i) for i in qdq.graph.initializer if i.data_type == onnx.TensorProto.INT8
+    }
+    proto = onnx.load(str(tiny_exports / "int8" / "model.onnx"))
+    facts = rewrite(proto)
+    matmuls = [n for n in proto.graph.node if n.op_type == "MatMul"]
+    sparse_nodes = [n for n in proto.graph.node if n.op_type == openvino_op.OP_TYPE]
+    assert facts.layers == len(sparse_nodes) > 0 and 0.2 < facts.group_fill < 0.5
+    assert not any(n.op_type == "QuantizeLinear" and "weight" in n.input[0] for n in proto.graph.node)
+    assert len(matmuls) < len([n for n in qdq.graph.node if n.op_type == "MatMul"])  # attention matmuls stay
+    # The packed weights are the QDQ file's int8 weights, exactly.
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    node = sparse_nodes[0]
+    attrs = {a.name: a.i for a in node.attribute if a.name in ("rows", "cols")}
+    unpacked = GroupWeights.from_bytes(inits[node.input[1]].tobytes(), attrs["rows"], attrs["cols"]).to_dense()
+    assert any(np.array_equal(unpacked, w.T) for w in int8_weights.values() if w.shape == unpacked.T.shape)
+    path = tmp_path / "model.sparse.onnx"
+    onnx.save(proto, str(path))
+
+    feeds = _feeds(tiny_exports / "int8")
+    core = ov.Core()
+    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2}
+    reference = core.compile_model(str(tiny_exports / "int8" / "model.onnx"), "CPU", config)(feeds)[0]
+    openvino_op.add_to(core)
+    for isa in native.supported_isas():
+        import os
+
+        os.environ[native.ISA_ENV] = isa
+        try:
+            got = core.compile_model(core.read_model(str(path)), "CPU", config)(feeds)[0]
+        finally:
+            os.environ.pop(native.ISA_ENV, None)
+        assert got.shape == reference.shape
+        assert (got.argmax(-1) == reference.argmax(-1)).mean() >= 0.98, isa
+        np.testing.assert_allclose(got, reference, atol=0.05)
