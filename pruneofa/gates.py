@@ -13,7 +13,8 @@ Rules (a TOML file and/or CLI flags, same keys):
     [throughput]
     min_seq_s = { "openvino-int8-b8" = 100 }
     [speedup]
-    min = { "openvino-b1" = 1.5, "openvino-vs-torch-b1" = 3 }  # keys as in bench.json "speedups"
+    min = { "openvino-b1" = 1.5, "openvino-vs-torch-b1" = 3 }  # keys as in bench.json "speedups", also
+                                     # "openvino-vs-best-dense-b1": over the fastest dense variant of that batch
 
 A rule that names something the inputs do not have (an unknown key, a variant that was not measured) is an input
 error, not a failure: the message names the key and the valid choices. So is a limit outside its domain, checked in

@@ -12,11 +12,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pruneofa.bench.compare import BEST_DENSE, headline
+from pruneofa.bench.runners import OPENVINO_DEFAULT
 from pruneofa.core.errors import PruneofaError
 
 OUTPUT_FILES = ("bench.json", "bench.md", "bench.png")
 RESULT_HEADER = ("variant", "iters", "seq/s", "min ms", "p50 ms", "p90 ms", "p99 ms", "max ms")
 SPEEDUP_HEADER = ("speedup", "sparse-int8", "baseline", "x")
+BEST_DENSE_HEADER = ("batch", "best dense", "seq/s", "precision used")
+HEADLINE_HEADER = ("vs best dense", "sparse-int8", "best dense", "x")
 
 
 def check_outputs(folder: Path, overwrite: bool) -> None:
@@ -44,10 +48,30 @@ def speedup_rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
     ]  # fmt: skip
 
 
+def best_dense_rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The best dense baseline per batch (the fastest dense variant measured), with the precision it ran in."""
+    return [
+        (batch, b["variant"], f"{b['seq_s']:.1f}", str(b["precision_used"]))
+        for batch, b in (doc.get("best_dense") or {}).items()
+    ]
+
+
+def headline_rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Every sparse variant over its batch's best dense baseline (the `ENGINE-vs-best-dense-bN` speedups)."""
+    return [
+        (name, f"{s['sparse_int8']} {s['sparse_int8_seq_s']:.1f} seq/s",
+         f"{s['baseline']} ({s['baseline_precision_used']}) {s['baseline_seq_s']:.1f} seq/s", f"{s['speedup']:.2f}x")
+        for name, s in doc["speedups"].items()
+        if s.get("versus") == BEST_DENSE
+    ]  # fmt: skip
+
+
 def facts(doc: dict[str, Any]) -> list[str]:
     """CPU, threads, engines, sizes, the sparse-weights path and what was not measured, one line each."""
     cpu, cfg, ver = doc["cpu"], doc["config"], doc["versions"]
     flags = f"AVX-512 VNNI {'yes' if cpu['avx512_vnni'] else 'no'}, AMX {'yes' if cpu['amx'] else 'no'}"
+    if "avx512_bf16" in cpu:
+        flags += f", AVX512-BF16 {'yes' if cpu['avx512_bf16'] else 'no'}"
     lines = [
         f"CPU: {cpu['model_name']} ({cpu['physical_cores']} cores, {cpu['logical_cpus']} logical; {flags})",
         f"threads {cfg['threads']}, OpenVINO streams {cfg['streams']} (one request in flight), seq_len "
@@ -67,6 +91,9 @@ def facts(doc: dict[str, Any]) -> list[str]:
     rate = sparse.get("decompression_rate")
     lines.append(f"OpenVINO sparse-weights path: {sparse['status']}" + (f" (rate {rate})" if rate is not None else "")
                  + f": {sparse['note']}")  # fmt: skip
+    default = (doc["engines"].get(OPENVINO_DEFAULT) or {}).get("default_precision")
+    if default:
+        lines.append(f"OpenVINO default precision (openvino-default): {default['precision_used']}: {default['note']}")
     lines += [f"{key}: {why}" for key, why in doc["not_measured"].items()]
     return lines
 
@@ -83,7 +110,19 @@ def markdown(doc: dict[str, Any]) -> str:
             *("| " + " | ".join(r) + " |" for r in rows),
         ]
 
-    lines = [f"# pruneofa bench ({doc['created']})", "", *table(RESULT_HEADER, result_rows(doc)), ""]
+    lines = [f"# pruneofa bench ({doc['created']})", ""]
+    if best_dense_rows(doc):
+        lines += [
+            "Best dense baseline = the fastest dense variant measured at each batch size (FP32 on every engine, and "
+            "OpenVINO at its default precision, bf16 on AMX / AVX512-BF16 CPUs).",
+            "",
+            *table(BEST_DENSE_HEADER, best_dense_rows(doc)),
+            "",
+        ]
+    if headline_rows(doc):
+        lines += ["Headline: sparse-int8 throughput / best dense baseline throughput (same run).", ""]
+        lines += [*table(HEADLINE_HEADER, headline_rows(doc)), ""]
+    lines += [*table(RESULT_HEADER, result_rows(doc)), ""]
     if doc["speedups"]:
         lines += ["Speedup = sparse-int8 throughput / baseline throughput (medians, same run).", ""]
         lines += [*table(SPEEDUP_HEADER, speedup_rows(doc)), ""]
@@ -92,7 +131,8 @@ def markdown(doc: dict[str, Any]) -> str:
 
 
 def chart(doc: dict[str, Any], path: Path) -> None:
-    """Two panels per variant (engine-precision-batch): throughput, and p50/p90/p99 latency."""
+    """Two panels per variant (engine-precision-batch): throughput (best dense baselines hatched, the headline
+    speedups in the title), and p50/p90/p99 latency."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,11 +143,26 @@ def chart(doc: dict[str, Any], path: Path) -> None:
     keys = list(doc["results"])
     x = np.arange(len(keys))
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6.0, 0.9 * len(keys) + 2), 7), constrained_layout=True)
-    colors = ["tab:green" if doc["results"][k]["precision"] == "int8" else "tab:gray" for k in keys]
-    top.bar(x, [doc["results"][k]["throughput_seq_s"] for k in keys], color=colors)
+    palette = {"int8": "tab:green", "fp32": "tab:gray"}
+    colors = [palette.get(doc["results"][k]["precision"], "tab:blue") for k in keys]
+    best = {b["variant"] for b in (doc.get("best_dense") or {}).values()}
+    bars = top.bar(x, [doc["results"][k]["throughput_seq_s"] for k in keys], color=colors)
+    for key, bar in zip(keys, bars, strict=True):
+        if key in best:
+            bar.set(hatch="//", edgecolor="black")
     top.set_ylabel("sequences / s (median)")
-    top.legend(handles=[Patch(color="tab:green", label="sparse int8"), Patch(color="tab:gray", label="dense fp32")])
-    top.set_title(f"throughput, seq_len {doc['config']['seq_len']}, {doc['config']['threads']} threads")
+    top.legend(handles=[
+        Patch(color="tab:green", label="sparse int8"),
+        Patch(color="tab:gray", label="dense fp32"),
+        Patch(color="tab:blue", label="dense, OpenVINO default precision"),
+        Patch(facecolor="white", edgecolor="black", hatch="//", label="best dense baseline"),
+    ], fontsize=8)  # fmt: skip
+    title = f"throughput, seq_len {doc['config']['seq_len']}, {doc['config']['threads']} threads"
+    heads = [
+        f"{h['sparse_int8']} {h['speedup']:.2f}x over best dense {h['baseline']} ({h['baseline_precision_used']})"
+        for h in headline(doc)
+    ]
+    top.set_title("\n".join([title, *heads]), fontsize=9)
     for offset, q in ((-0.27, "p50"), (0.0, "p90"), (0.27, "p99")):
         bottom.bar(x + offset, [doc["results"][k]["latency_ms"][q] for k in keys], width=0.27, label=q)
     bottom.set_ylabel("latency ms")

@@ -1,6 +1,10 @@
 """`bench`: a sparse-int8 export against its dense-FP32 baseline on onnxruntime, OpenVINO and torch eager, timed
 side by side in one interleaved run -> a result dict (what bench.json holds). No pass/fail here: that is `gate`.
 
+The dense export also runs on OpenVINO at its default precision (`openvino-default`: bf16 on AMX / AVX512-BF16
+CPUs), and per batch size the fastest dense variant is the best dense baseline that headline speedups are over
+(`compare`): a sparse model is only worth shipping if it beats the best this machine does without it.
+
 Honesty rules: a variant that cannot run (no IR in a folder, no torch weights) is listed under `not_measured`
 with the reason, never estimated; speedups are ratios of the throughputs reported beside them; whether OpenVINO's
 sparse-weights kernel ran is read from its runtime model, with the CPU flags that explain why not. Every model
@@ -19,7 +23,8 @@ from typing import Any
 
 from pruneofa.bench import inputs as bench_inputs
 from pruneofa.bench import runners as bench_runners
-from pruneofa.bench.timing import StopRule, Variant, latency_stats, speedups, time_variants
+from pruneofa.bench.compare import best_dense, best_dense_speedups, speedups
+from pruneofa.bench.timing import StopRule, Variant, latency_stats, time_variants
 from pruneofa.core import hardware
 from pruneofa.core.errors import ModelError, PruneofaError
 from pruneofa.core.files import read_json
@@ -38,6 +43,7 @@ class BenchConfig:
     threads: int | None = None  # None: all physical cores
     streams: int = 1
     engines: tuple[str, ...] = BENCH_ENGINES
+    openvino_default: bool = True  # also the dense export on OpenVINO at its default precision (openvino-default)
     warmup: int = 3
     iterations: int = 200
     duration: float = 10.0
@@ -233,16 +239,26 @@ def load_runners(
             else:
                 loaded["torch-fp32"] = bench_runners.load_torch(models.torch_source, threads, names)
             continue
-        for precision, folder in (("int8", models.sparse), ("fp32", models.baseline)):
-            key = f"{engine}-{precision}"
+        for key, folder in export_variants(engine, models, cfg):
             if not (folder / _MODEL_FILES[engine]).is_file():
                 skipped[key] = f"not measured: no {_MODEL_FILES[engine]} in {folder}"
             elif engine == "onnxruntime":
                 loaded[key] = bench_runners.load_onnxruntime(folder, threads)
+            elif key == bench_runners.OPENVINO_DEFAULT:
+                loaded[key] = bench_runners.load_openvino(folder, threads, cfg.streams, None, cpu, precision_hint=None)
             else:
-                rate = cfg.sparse_rate if precision == "int8" else None
+                rate = cfg.sparse_rate if key.endswith("-int8") else None
                 loaded[key] = bench_runners.load_openvino(folder, threads, cfg.streams, rate, cpu)
     return loaded, skipped
+
+
+def export_variants(engine: str, models: Models, cfg: BenchConfig) -> list[tuple[str, Path]]:
+    """(model key, export folder) an export engine runs: the sparse int8 and dense fp32 exports, and on OpenVINO
+    the dense one at its default precision too, unless turned off."""
+    pairs = [(f"{engine}-int8", models.sparse), (f"{engine}-fp32", models.baseline)]
+    if engine == "openvino" and cfg.openvino_default:
+        pairs.append((bench_runners.OPENVINO_DEFAULT, models.baseline))
+    return pairs
 
 
 def run_bench(
@@ -295,6 +311,8 @@ def _document(
         for v in variants
     }
     ov_int8 = loaded.get("openvino-int8")
+    engines = {key: item.info for key, item in loaded.items()}
+    best = best_dense(results, engines)
     return {
         "format": BENCH_FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -304,12 +322,13 @@ def _document(
         "models": _models_json(models, manifests),
         "cpu": cpu,
         "versions": package_versions(),
-        "engines": {key: item.info for key, item in loaded.items()},
+        "engines": engines,
         "openvino_sparse_weights": (ov_int8.info.get("sparse_weights") if ov_int8 else None)
         or {"status": "not measured", "note": skipped.get("openvino-int8", "openvino not requested")},
         "round_order": order,
         "results": results,
-        "speedups": speedups(results, cfg.batch_sizes),
+        "best_dense": best,
+        "speedups": {**speedups(results, cfg.batch_sizes), **best_dense_speedups(results, best)},
         "not_measured": skipped,
     }
 

@@ -6,6 +6,11 @@ is compiled here because a benchmark needs settings the shared engine does not e
 sparse-weights decompression rate); every setting is read back from the compiled model, not echoed from the
 request. torch runs the float model eagerly under `inference_mode`.
 
+OpenVINO runs both exports with `INFERENCE_PRECISION_HINT=f32`, and the dense one also at its default precision
+(no hint: `openvino-default`), which is bf16 on CPUs with AVX512-BF16 or AMX-BF16 and the fastest dense engine
+there; the precision it picked is read back from the compiled model, with the CPU flags that explain it
+(`default_precision_facts`, a pure function).
+
 OpenVINO's sparse-weights path: `sparse_weights_status` reads the runtime model's primitive types (a pure
 function, so tests feed it made-up layer lists and CPUs). The path needs AMX (stack.md); on a CPU without it
 the report says "unavailable" instead of implying sparsity was exploited.
@@ -26,6 +31,9 @@ from pruneofa.runtime.engines import model_file, open_engine, openvino_int8_matm
 Runner = Callable[[dict[str, np.ndarray]], object]
 # Float layers of both OpenVINO models run in f32: the CPU default (bf16 where supported) is not an FP32 baseline.
 OPENVINO_PRECISION_HINT = "f32"
+# The dense export on OpenVINO with no precision hint: whatever the CPU plugin picks (bf16 where the CPU has it).
+OPENVINO_DEFAULT = "openvino-default"
+_PRECISION_KEY = "INFERENCE_PRECISION_HINT"
 _OV_MATMUL_TYPES = ("FullyConnected", "MatMul")
 
 
@@ -46,22 +54,30 @@ def load_onnxruntime(folder: Path, threads: int) -> Loaded:
     return Loaded(engine.run, {**engine.describe(), "threads": threads}, engine.input_names)
 
 
-def openvino_config(threads: int, streams: int, sparse_rate: float | None) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION_HINT,
-        "INFERENCE_NUM_THREADS": threads,
-        "NUM_STREAMS": streams,
-    }
+def openvino_config(
+    threads: int, streams: int, sparse_rate: float | None, precision_hint: str | None = OPENVINO_PRECISION_HINT
+) -> dict[str, Any]:
+    """The compile options; `precision_hint=None` leaves the inference precision to OpenVINO (its default)."""
+    config: dict[str, Any] = {} if precision_hint is None else {_PRECISION_KEY: precision_hint}
+    config.update(INFERENCE_NUM_THREADS=threads, NUM_STREAMS=streams)
     if sparse_rate is not None:
         config["CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE"] = sparse_rate
     return config
 
 
-def load_openvino(folder: Path, threads: int, streams: int, sparse_rate: float | None, cpu: dict[str, Any]) -> Loaded:
+def load_openvino(
+    folder: Path,
+    threads: int,
+    streams: int,
+    sparse_rate: float | None,
+    cpu: dict[str, Any],
+    precision_hint: str | None = OPENVINO_PRECISION_HINT,
+) -> Loaded:
+    """The IR of `folder` compiled for the CPU; `precision_hint=None`: at OpenVINO's default precision."""
     import openvino as ov
 
     path = model_file(folder, "openvino")
-    config = openvino_config(threads, streams, sparse_rate)
+    config = openvino_config(threads, streams, sparse_rate, precision_hint)
     try:
         core = ov.Core()
         compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
@@ -74,7 +90,8 @@ def load_openvino(folder: Path, threads: int, streams: int, sparse_rate: float |
     def run(feeds: dict[str, np.ndarray]) -> object:
         return request.infer({k: feeds[k] for k in names})
 
-    compiled_config = {key: _readback(compiled, key) for key in (*config, "PERFORMANCE_HINT")}
+    read_back = dict.fromkeys((*config, _PRECISION_KEY, "PERFORMANCE_HINT"))  # the precision even when not hinted
+    compiled_config = {key: _readback(compiled, key) for key in read_back}
 
     def kernels() -> dict[str, Any]:
         layers = openvino_runtime_layers(compiled)
@@ -90,8 +107,11 @@ def load_openvino(folder: Path, threads: int, streams: int, sparse_rate: float |
         "model": str(path),
         "requested": config,
         "compiled": compiled_config,
+        "precision_used": compiled_config[_PRECISION_KEY],
         **kernels(),
     }
+    if precision_hint is None:
+        info["default_precision"] = default_precision_facts(compiled_config[_PRECISION_KEY], cpu)
     return Loaded(run, info, names, refresh=kernels)
 
 
@@ -129,6 +149,25 @@ def load_torch(source: Path, threads: int, input_names: list[str]) -> Loaded:
         "mode": "eager, inference_mode, fp32 float weights",
     }
     return Loaded(run, info, list(input_names))
+
+
+def default_precision_facts(used: str | None, cpu: dict[str, Any]) -> dict[str, Any]:
+    """The precision OpenVINO picked when none was hinted, the CPU flags that decide it, and a line saying why."""
+    flags = {
+        "avx512_bf16": bool(cpu.get("avx512_bf16")),
+        "amx_bf16": "amx_bf16" in (cpu.get("amx_flags") or []),
+        "amx": bool(cpu.get("amx")),
+    }
+    have = [name for name, key in (("AMX-BF16", "amx_bf16"), ("AVX512-BF16", "avx512_bf16")) if flags[key]]
+    if used == "bf16":
+        why = f"this CPU has {' and '.join(have)}" if have else "no bf16 flag was read from /proc/cpuinfo"
+        note = f"OpenVINO's default ran the float layers in bf16 ({why})"
+    elif used == "f32" and not have:
+        note = "OpenVINO's default is f32 here (no AVX512-BF16 or AMX-BF16), the same as the f32-hint baseline"
+    else:
+        shown = f" although the CPU has {' and '.join(have)}" if have else ""
+        note = f"OpenVINO's default ran the float layers in {used}{shown}"
+    return {"precision_used": used, "cpu_flags": flags, "note": note}
 
 
 def matmul_kernels(layers: list[dict[str, str]]) -> dict[str, int]:

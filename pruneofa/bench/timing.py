@@ -1,4 +1,5 @@
-"""How `bench` times: interleaved rounds, untimed warm-up, an iterations-or-duration stop rule, percentiles.
+"""How `bench` times: interleaved rounds, untimed warm-up, an iterations-or-duration stop rule, percentiles
+(what the numbers are compared with is `compare`).
 
 Other processes on a small machine slow everything down for seconds at a time (2-4x seen on 2 shared cores).
 Timing variant A for 10 s and then B for 10 s would charge such a burst to one of them; running every variant a
@@ -18,13 +19,11 @@ import numpy as np
 
 from pruneofa.bench.runners import Runner
 
-BASELINE_ENGINES = ("onnxruntime", "openvino")
-
 
 @dataclass(frozen=True)
 class Variant:
     engine: str  # onnxruntime, openvino or torch
-    precision: str  # int8 (the sparse model) or fp32 (the dense baseline)
+    precision: str  # int8 (the sparse model), fp32 (the dense baseline) or default (OpenVINO's own pick)
     batch: int
 
     @property
@@ -121,36 +120,4 @@ def latency_stats(seconds: list[float], batch: int) -> dict[str, Any]:
         },
         "throughput_seq_s": batch * 1000.0 / p50,
         "throughput_mean_seq_s": batch * len(ms) / float(ms.sum() / 1000.0),
-    }
-
-
-def speedups(results: dict[str, dict[str, Any]], batch_sizes: tuple[int, ...]) -> dict[str, dict[str, Any]]:
-    """Sparse-int8 over dense-fp32 on each engine (`openvino-b1`) and over torch fp32 (`openvino-vs-torch-b1`).
-
-    Only pairs where both sides were measured; the ratio is of the two throughputs reported beside it.
-    """
-    out: dict[str, dict[str, Any]] = {}
-    for batch in batch_sizes:
-        torch_key = f"torch-fp32-b{batch}"
-        for engine in BASELINE_ENGINES:
-            sparse_key = f"{engine}-int8-b{batch}"
-            if sparse_key not in results:
-                continue
-            for name, base_key in (
-                (f"{engine}-b{batch}", f"{engine}-fp32-b{batch}"),
-                (f"{engine}-vs-torch-b{batch}", torch_key),
-            ):
-                if base_key in results:
-                    out[name] = _ratio(results, sparse_key, base_key)
-    return out
-
-
-def _ratio(results: dict[str, dict[str, Any]], sparse_key: str, base_key: str) -> dict[str, Any]:
-    sparse, base = results[sparse_key]["throughput_seq_s"], results[base_key]["throughput_seq_s"]
-    return {
-        "sparse_int8": sparse_key,
-        "baseline": base_key,
-        "sparse_int8_seq_s": sparse,
-        "baseline_seq_s": base,
-        "speedup": sparse / base,
     }

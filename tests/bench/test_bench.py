@@ -1,5 +1,6 @@
 """`pruneofa bench` on the tiny exports (schema, interleaving, ratios from the measured numbers, outputs) and its
-pure parts on made-up inputs (timing loop, stop rule, CPU flags, sparse-path detection). No speed is asserted."""
+pure parts on made-up inputs (timing loop, stop rule, CPU flags, sparse-path detection, best dense baseline, gate
+rules on its speedups). No speed is asserted."""
 
 from __future__ import annotations
 
@@ -13,15 +14,19 @@ import numpy as np
 import pytest
 from cli_helpers import cli_error
 
+from pruneofa import gates
+from pruneofa.bench.compare import best_dense, best_dense_speedups, headline, speedups
+from pruneofa.bench.report import markdown
 from pruneofa.bench.run import BenchConfig, run_bench
-from pruneofa.bench.runners import sparse_weights_status
+from pruneofa.bench.runners import default_precision_facts, sparse_weights_status
 from pruneofa.bench.timing import StopRule, Variant, rotated, time_variants
 from pruneofa.cli import main
 from pruneofa.core.errors import PruneofaError
 from pruneofa.core.hardware import default_threads, parse_cpuinfo
 
 QUICK = BenchConfig(batch_sizes=(1, 2), seq_len=16, warmup=1, iterations=3, duration=0.5, rounds=3)
-MODELS = ("onnxruntime-int8", "onnxruntime-fp32", "openvino-int8", "openvino-fp32", "torch-fp32")
+MODELS = ("onnxruntime-int8", "onnxruntime-fp32", "openvino-int8", "openvino-fp32", "openvino-default", "torch-fp32")
+DENSE = ("onnxruntime-fp32", "openvino-fp32", "openvino-default", "torch-fp32")
 
 
 @pytest.fixture(scope="module")
@@ -67,13 +72,43 @@ def test_rounds_interleave_every_variant(doc: dict[str, Any]) -> None:
 
 def test_speedups_are_ratios_of_reported_throughputs(doc: dict[str, Any]) -> None:
     assert set(doc["speedups"]) == {
-        f"{e}{vs}-b{b}" for e in ("onnxruntime", "openvino") for vs in ("", "-vs-torch") for b in (1, 2)
+        f"{e}{vs}-b{b}"
+        for e in ("onnxruntime", "openvino")
+        for vs in ("", "-vs-torch", "-vs-best-dense")
+        for b in (1, 2)
     }
     for name, s in doc["speedups"].items():
         sparse = doc["results"][s["sparse_int8"]]["throughput_seq_s"]
         base = doc["results"][s["baseline"]]["throughput_seq_s"]
         assert s["speedup"] == pytest.approx(sparse / base) and s["sparse_int8_seq_s"] == sparse, name
     assert doc["speedups"]["openvino-vs-torch-b2"]["baseline"] == "torch-fp32-b2"
+    assert doc["speedups"]["openvino-b1"]["baseline"] == "openvino-fp32-b1"  # the seed's comparison, unchanged
+
+
+def test_openvino_default_runs_at_the_precision_openvino_picked(doc: dict[str, Any]) -> None:
+    """No precision hint requested; the one OpenVINO used is read back from the compiled model, with the flags."""
+    info = doc["engines"]["openvino-default"]
+    assert "INFERENCE_PRECISION_HINT" not in info["requested"]
+    used = info["compiled"]["INFERENCE_PRECISION_HINT"]
+    assert used in ("bf16", "f16", "f32") and info["precision_used"] == used
+    facts = info["default_precision"]
+    assert facts["precision_used"] == used and facts["cpu_flags"]["avx512_bf16"] == doc["cpu"]["avx512_bf16"]
+    if not (doc["cpu"]["avx512_bf16"] or "amx_bf16" in doc["cpu"]["amx_flags"]):
+        assert used == "f32"  # no bf16 hardware: the default is the f32 baseline's precision
+    assert doc["engines"]["openvino-fp32"]["precision_used"] == "f32"
+    row = doc["results"]["openvino-default-b1"]
+    assert (row["engine"], row["precision"]) == ("openvino", "default")
+
+
+def test_best_dense_is_the_fastest_dense_variant_measured(doc: dict[str, Any]) -> None:
+    assert set(doc["best_dense"]) == {"b1", "b2"}
+    for batch, best in doc["best_dense"].items():
+        dense = {f"{m}-{batch}": doc["results"][f"{m}-{batch}"]["throughput_seq_s"] for m in DENSE}
+        assert best["variant"] == max(dense, key=lambda k: dense[k]) and best["seq_s"] == max(dense.values())
+        s = doc["speedups"][f"openvino-vs-best-dense-{batch}"]
+        assert s["baseline"] == best["variant"] and s["baseline_precision_used"] == best["precision_used"]
+    text = markdown(doc)
+    assert "Best dense baseline" in text and "| openvino-vs-best-dense-b1 |" in text
 
 
 # ---------------------------------------------------------------- pure parts
@@ -132,6 +167,80 @@ def layer(kind: str, precision: str, primitive: str) -> dict[str, str]:
     return {"name": "fc", "layer_type": kind, "runtime_precision": precision, "primitive_type": primitive}
 
 
+def result(engine: str, precision: str, batch: int, seq_s: float) -> dict[str, Any]:
+    return {"engine": engine, "precision": precision, "batch": batch, "throughput_seq_s": seq_s}
+
+
+MADE_UP = {
+    r["engine"] + "-" + r["precision"] + f"-b{r['batch']}": r
+    for r in (
+        result("onnxruntime", "int8", 1, 300.0),
+        result("onnxruntime", "fp32", 1, 100.0),
+        result("openvino", "int8", 1, 400.0),
+        result("openvino", "fp32", 1, 90.0),
+        result("openvino", "default", 1, 200.0),
+        result("torch", "fp32", 1, 250.0),  # the fastest dense at b1
+        result("sparse", "int8", 1, 500.0),  # a future sparse engine: picked up by its precision alone
+        result("openvino", "int8", 8, 800.0),
+        result("openvino", "fp32", 8, 300.0),
+        result("openvino", "default", 8, 1000.0),  # the fastest dense at b8, faster than the sparse model
+    )
+}
+ENGINES = {"openvino-default": {"precision_used": "bf16"}, "openvino-fp32": {"precision_used": "f32"}}
+
+
+def test_best_dense_picks_the_fastest_dense_result() -> None:
+    best = best_dense(MADE_UP, ENGINES)
+    assert best == {
+        "b1": {"variant": "torch-fp32-b1", "seq_s": 250.0, "precision_used": "fp32", "engine": "torch",
+               "precision": "fp32"},
+        "b8": {"variant": "openvino-default-b8", "seq_s": 1000.0, "precision_used": "bf16", "engine": "openvino",
+               "precision": "default"},
+    }  # fmt: skip
+    assert best_dense({k: v for k, v in MADE_UP.items() if v["precision"] == "int8"}) == {}
+
+
+def test_every_sparse_variant_gets_a_speedup_over_best_dense() -> None:
+    over = best_dense_speedups(MADE_UP, best_dense(MADE_UP, ENGINES))
+    assert set(over) == {
+        "onnxruntime-vs-best-dense-b1", "openvino-vs-best-dense-b1", "sparse-vs-best-dense-b1",
+        "openvino-vs-best-dense-b8",
+    }  # fmt: skip
+    assert over["sparse-vs-best-dense-b1"]["speedup"] == pytest.approx(2.0)
+    assert over["openvino-vs-best-dense-b8"]["speedup"] == pytest.approx(0.8)  # slower than bf16: said so
+    assert over["openvino-vs-best-dense-b8"]["baseline"] == "openvino-default-b8"
+    assert over["openvino-vs-best-dense-b8"]["baseline_precision_used"] == "bf16"
+    per_engine = speedups(MADE_UP, (1, 8))  # the seed's comparisons do not move to the best dense
+    assert per_engine["openvino-b8"]["baseline"] == "openvino-fp32-b8" and "sparse-b1" not in per_engine
+    heads = headline({"speedups": {**per_engine, **over}})
+    assert [(h["name"], h["baseline"]) for h in heads] == [
+        ("sparse-vs-best-dense-b1", "torch-fp32-b1"), ("openvino-vs-best-dense-b8", "openvino-default-b8")
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(("limit", "passed"), [(1.9, True), (2.0, True), (2.1, False)])
+def test_gate_on_a_best_dense_speedup(limit: float, passed: bool) -> None:
+    best = best_dense(MADE_UP, ENGINES)
+    doc = {"format": "pruneofa-bench/1", "results": MADE_UP, "best_dense": best,
+           "speedups": {**speedups(MADE_UP, (1, 8)), **best_dense_speedups(MADE_UP, best)}}  # fmt: skip
+    rules = gates.parse_rules({"speedup": {"min": {"sparse-vs-best-dense-b1": limit}}}, "gates.toml")
+    (outcome,) = gates.evaluate(rules, None, None, doc)
+    assert outcome.passed is passed and outcome.measured == pytest.approx(2.0)
+    assert outcome.detail == "sparse-int8-b1 / torch-fp32-b1"
+    missing = gates.parse_rules({"speedup": {"min": {"sparse-vs-best-dense-b8": 1.0}}}, "gates.toml")
+    with pytest.raises(gates.GateInputError, match=r"no speedup 'sparse-vs-best-dense-b8'; measured: .*best-dense"):
+        gates.evaluate(missing, None, None, doc)
+
+
+def test_default_precision_explained_by_cpu_flags() -> None:
+    amx = default_precision_facts("bf16", {"amx": True, "amx_flags": ["amx_bf16", "amx_int8"], "avx512_bf16": True})
+    assert amx["cpu_flags"] == {"avx512_bf16": True, "amx_bf16": True, "amx": True} and "AMX-BF16" in amx["note"]
+    zen4 = default_precision_facts("bf16", {"amx": False, "amx_flags": [], "avx512_bf16": True})
+    assert "AVX512-BF16" in zen4["note"] and "AMX" not in zen4["note"]
+    old = default_precision_facts("f32", {"amx": False, "amx_flags": [], "avx512_bf16": False})
+    assert old["precision_used"] == "f32" and "same as the f32-hint baseline" in old["note"]
+
+
 def test_sparse_path_detection() -> None:
     dense = [layer("FullyConnected", "I8", "brgemm_avx512_I8")] * 3 + [layer("Softmax", "FP32", "jit")]
     sparse = [layer("FullyConnected", "I8", "brgemm_avx512_amx_sparse_I8")] * 2 + dense[:1]
@@ -164,8 +273,26 @@ def test_cli_writes_outputs_and_refuses_to_overwrite(
     assert "torch-fp32-b1" not in saved["results"] and "openvino-b1" in saved["speedups"]
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
     assert "| openvino-int8-b1 |" in (tmp_path / "bench.md").read_text()
+    assert "headline" in out and saved["best_dense"]["b1"]["variant"] in saved["results"]
     line = cli_error(capsys, *args)
     assert "--overwrite" in line and "bench.json" in line
+    gate = ["gate", "--bench", str(tmp_path / "bench.json"), "--min_speedup"]
+    _run_ok([*gate, "openvino-vs-best-dense-b1=0.000001"])  # a floor any measurement clears: the key is usable
+    with pytest.raises(SystemExit) as failed:
+        main([*gate, "openvino-vs-best-dense-b1=1000000"])
+    assert failed.value.code == 1
+    assert "FAILED speedup.min[openvino-vs-best-dense-b1]" in capsys.readouterr().err
+
+
+def test_no_openvino_default_leaves_it_out(tiny_exports: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = dataclasses.replace(TINY, engines=("openvino",), openvino_default=False)
+    doc = run_bench(tiny_exports / "int8", tiny_exports / "fp32", cfg)
+    assert set(doc["results"]) == {"openvino-int8-b1", "openvino-fp32-b1"} and doc["not_measured"] == {}
+    assert doc["best_dense"]["b1"]["variant"] == "openvino-fp32-b1"
+    assert doc["speedups"]["openvino-vs-best-dense-b1"]["baseline"] == "openvino-fp32-b1"
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    assert "--no_openvino_default" in capsys.readouterr().out
 
 
 def _run_ok(args: list[str]) -> None:
@@ -207,10 +334,12 @@ def test_missing_torch_and_ir_are_not_measured(tiny_exports: Path, tmp_path: Pat
     (other / "manifest.json").write_text(json.dumps(manifest))
     cfg = BenchConfig(batch_sizes=(1,), seq_len=8, warmup=0, iterations=2, duration=0.2, rounds=1)
     doc = run_bench(tiny_exports / "int8", other, cfg)
-    assert set(doc["not_measured"]) == {"openvino-fp32", "torch-fp32"}
+    assert set(doc["not_measured"]) == {"openvino-fp32", "openvino-default", "torch-fp32"}
     assert "--torch_model" in doc["not_measured"]["torch-fp32"]
+    assert "no openvino_model.xml" in doc["not_measured"]["openvino-default"]
     assert set(doc["results"]) == {"onnxruntime-int8-b1", "onnxruntime-fp32-b1", "openvino-int8-b1"}
-    assert set(doc["speedups"]) == {"onnxruntime-b1"}
+    assert set(doc["speedups"]) == {"onnxruntime-b1", "onnxruntime-vs-best-dense-b1", "openvino-vs-best-dense-b1"}
+    assert doc["best_dense"]["b1"]["variant"] == "onnxruntime-fp32-b1"
 
 
 def _with_task(source: Path, target: Path, task: str, meta_file: str = "manifest.json") -> Path:

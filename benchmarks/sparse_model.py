@@ -1,0 +1,130 @@
+"""Whole-model speed of the sparse kernel inside OpenVINO against the dense engines of this CPU, one interleaved run.
+
+For each model shape (the exports of bench_shapes.py: packaged MiniLM / random BERT-base weights, 90% magnitude
+sparse, int8 QAT-calibrated), at seq 128 and each batch size, seq/s of:
+- `ov-fp32`:    the dense FP32 export, OpenVINO with the f32 precision hint (the seed's baseline);
+- `ov-default`: the same dense model at OpenVINO's default precision (bf16 on AMX / AVX512-BF16 CPUs), which is
+                the best dense engine on such CPUs;
+- `ov-int8`:    the sparse QDQ int8 export in OpenVINO (its dense int8 kernels: the zeros are not skipped);
+- `ov-sparse-<path>`: the same int8 model in sparse form (pruneofa/export/sparse_form.py), every Linear run by
+                pruneofa's zero-skipping kernel, for each kernel path this CPU runs.
+Ratios are against the best dense engine measured in the same run. Prints a table, then one JSON line.
+
+    .venv/bin/python benchmarks/sparse_model.py --workdir runs/bench-shapes --shapes minilm bert-base
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_shapes import build_exports
+
+
+def feeds(folder: Path, batch: int, seq_len: int) -> dict[str, np.ndarray]:
+    from pruneofa.bench.inputs import dev_texts, token_batches
+
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    return token_batches(folder, dev_texts(None), seq_len, batch, 1, names)[0]
+
+
+def compiled(core: Any, path: Path, threads: int, hint: str | None) -> Any:
+    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+    if hint:
+        config["INFERENCE_PRECISION_HINT"] = hint
+    model = core.compile_model(core.read_model(str(path)), "CPU", config)
+    precision = model.get_property("INFERENCE_PRECISION_HINT")  # an element type: bf16, f32
+    return model, str(precision.get_type_name()) if hasattr(precision, "get_type_name") else str(precision)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", type=Path, default=Path("runs/bench-shapes"))
+    parser.add_argument("--shapes", nargs="+", default=["minilm", "bert-base"])
+    parser.add_argument("--batch_sizes", nargs="+", type=int, default=[1, 8])
+    parser.add_argument("--seq_len", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=2.0, help="per variant per round")
+    args = parser.parse_args()
+
+    import onnx
+    import openvino as ov
+
+    from pruneofa.core import hardware
+    from pruneofa.export.sparse_form import SPARSE_ONNX, rewrite
+    from pruneofa.kernels import native, openvino_op
+
+    if not openvino_op.availability().ok:
+        reason = openvino_op.availability().reason
+        print(f"sparse_model.py: the sparse engine is unavailable: {reason}", file=sys.stderr)
+        return 2
+    rows: list[dict[str, Any]] = []
+    print(f"{'shape':>9} {'batch':>5} {'variant':>22} {'seq/s':>8} {'vs best dense':>14}  precision")
+    for shape in args.shapes:
+        root = build_exports(shape, args.workdir / shape, args.seq_len)
+        sparse_path = root / "int8" / SPARSE_ONNX
+        if not sparse_path.is_file():
+            proto = onnx.load(str(root / "int8" / "model.onnx"))
+            facts = rewrite(proto)
+            onnx.save(proto, str(sparse_path))
+            print(f"{shape}: {facts.layers} Linears in sparse form, group fill {facts.group_fill:.3f}")
+        core = ov.Core()
+        openvino_op.add_to(core)
+        ir = root / "fp32" / "openvino_model.xml"
+        dense = ir if ir.is_file() else root / "fp32" / "model.onnx"
+        variants: dict[str, tuple[str | None, Any, str]] = {}
+        for name, path, hint in (("ov-fp32", dense, "f32"), ("ov-default", dense, None)):
+            model, precision = compiled(core, path, args.threads, hint)
+            variants[name] = (None, model.create_infer_request(), precision)
+        model, precision = compiled(core, root / "int8" / "model.onnx", args.threads, "f32")
+        variants["ov-int8"] = (None, model.create_infer_request(), precision)
+        model, precision = compiled(core, sparse_path, args.threads, "f32")
+        for isa in native.supported_isas():
+            variants[f"ov-sparse-{isa}"] = (isa, model.create_infer_request(), precision)
+        for batch in args.batch_sizes:
+            inputs = feeds(root / "int8", batch, args.seq_len)
+            samples: dict[str, list[float]] = {name: [] for name in variants}
+            names = list(variants)
+            for r in range(args.rounds):
+                for name in names[r % len(names) :] + names[: r % len(names)]:
+                    isa, request, _ = variants[name]
+                    if isa:
+                        os.environ[native.ISA_ENV] = isa
+                    request.infer(inputs)
+                    count, start = 0, time.perf_counter()
+                    while time.perf_counter() - start < args.seconds or count < 3:
+                        request.infer(inputs)
+                        count += 1
+                    samples[name].append(batch * count / (time.perf_counter() - start))
+                    os.environ.pop(native.ISA_ENV, None)
+            seq_s = {name: statistics.median(v) for name, v in samples.items()}
+            best_dense = max(("ov-fp32", "ov-default"), key=lambda n: seq_s[n])
+            for name, value in seq_s.items():
+                row = {
+                    "shape": shape,
+                    "batch": batch,
+                    "variant": name,
+                    "seq_s": value,
+                    "precision": variants[name][2],
+                    "best_dense": best_dense,
+                    "speedup_vs_best_dense": value / seq_s[best_dense],
+                }
+                rows.append(row)
+                ratio = row["speedup_vs_best_dense"]
+                print(f"{shape:>9} {batch:>5} {name:>22} {value:8.1f} {ratio:13.2f}x  {row['precision']}")
+    print(json.dumps({"cpu": hardware.cpu_info(), "threads": args.threads, "seq_len": args.seq_len, "rows": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
