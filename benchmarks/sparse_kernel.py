@@ -32,6 +32,17 @@ import numpy as np
 SHAPES = ("768x768", "3072x768", "768x3072", "384x384", "1536x384", "384x1536")
 
 
+def layer_shape(text: str) -> tuple[int, int]:
+    """'3072x768' -> (3072, 768), or an argparse error naming the value."""
+    try:
+        rows, cols = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give out x in features, e.g. 3072x768") from None
+    if rows < 1 or cols < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: both features must be positive")
+    return rows, cols
+
+
 def layer(rng: np.random.Generator, rows: int, cols: int, sparsity: float) -> dict[str, Any]:
     w = rng.integers(-127, 128, (rows, cols)).astype(np.int8)
     w[rng.random((rows, cols)) < sparsity] = 0
@@ -129,7 +140,9 @@ def time_call(fn: Any, x: np.ndarray, seconds: float) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), help="out x in features, e.g. 3072x768")
+    parser.add_argument(
+        "--shapes", nargs="+", type=layer_shape, default=[layer_shape(s) for s in SHAPES], help="e.g. 3072x768"
+    )
     parser.add_argument("--tokens", nargs="+", type=int, default=[1, 16, 128, 1024])
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--threads", type=int, default=2)
@@ -145,12 +158,19 @@ def main() -> int:
         if not state.ok:
             print(f"sparse_kernel.py: the {what} is unavailable: {state.reason}", file=sys.stderr)
             return 2
+    from pruneofa.core.errors import PruneofaError
+
+    try:
+        native.selected_isa()  # a bad $PRUNEOFA_SPARSE_ISA is an error here, not silently overridden per round
+    except PruneofaError as exc:
+        print(f"sparse_kernel.py: {exc}", file=sys.stderr)
+        return 2
     rng = np.random.default_rng(0)
     rows_out: list[dict[str, Any]] = []
     print(f"{'layer':>9} {'tokens':>6} {'variant':>22} {'ms':>8} {'vs best dense int8':>19}")
     with tempfile.TemporaryDirectory(prefix="pruneofa-kernel-bench-") as tmp:
-        for shape in args.shapes:
-            rows, cols = (int(v) for v in shape.split("x"))
+        for rows, cols in args.shapes:
+            shape = f"{rows}x{cols}"
             spec = layer(rng, rows, cols, args.sparsity)
             fill = pack_groups(spec["w"]).group_fill
             variants = runners(spec, args.threads, Path(tmp))

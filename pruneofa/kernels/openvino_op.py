@@ -55,7 +55,9 @@ def add_to(core: Any) -> None:
     core.add_extension(str(OPENVINO_LIBRARY))
 
 
-def epilogue(w_scale: np.ndarray, bias: np.ndarray, x_scale: float, x_zero_point: int, weight: np.ndarray) -> tuple:
+def epilogue(
+    w_scale: np.ndarray, bias: np.ndarray, x_scale: float, x_zero_point: int, weight: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(mult, offset) such that y = acc * mult + offset equals DQ(x) @ DQ(W).T + bias (pruneofa_sparse.h)."""
     mult = (np.float64(x_scale) * w_scale.astype(np.float64)).astype(np.float32)
     row_sums = weight.astype(np.int64).sum(axis=1)
