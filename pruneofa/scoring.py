@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import datasets
     from transformers import PreTrainedTokenizerBase
 
-EvalEngine = Literal["auto", "torch", "onnxruntime", "openvino"]
+EvalEngine = Literal["auto", "torch", "onnxruntime", "openvino", "openvino-sparse"]
 EVAL_ENGINES: tuple[str, ...] = ("auto", "torch", *ENGINES)
 
 

@@ -21,8 +21,8 @@ CONFIGS = ("TrainConfig", "SparsifyConfig", "ExportConfig", "EvalConfig", "Bench
 LAYERS = {
     "core": 0,
     "data": 1,
-    "runtime": 1,  # torch-free: core only
     "kernels": 1,  # the native sparse kernel (ctypes): core only
+    "runtime": 2,  # torch-free: core + kernels (the openvino-sparse engine adds the kernel's extension)
     "models": 2,
     "compress": 3,
     "training": 4,

@@ -21,6 +21,7 @@ RESULT_HEADER = ("variant", "iters", "seq/s", "min ms", "p50 ms", "p90 ms", "p99
 SPEEDUP_HEADER = ("speedup", "sparse-int8", "baseline", "x")
 BEST_DENSE_HEADER = ("batch", "best dense", "seq/s", "precision used")
 HEADLINE_HEADER = ("vs best dense", "sparse-int8", "best dense", "x")
+FASTEST_HEADER = ("batch", "fastest engine", "variant", "seq/s")
 
 
 def check_outputs(folder: Path, overwrite: bool) -> None:
@@ -54,6 +55,26 @@ def best_dense_rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
         (batch, b["variant"], f"{b['seq_s']:.1f}", str(b["precision_used"]))
         for batch, b in (doc.get("best_dense") or {}).items()
     ]
+
+
+def fastest_rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
+    """The fastest engine on the sparse int8 export per batch: the `--engine` for predict/eval on this machine."""
+    return [
+        (batch, f["engine"], f["variant"], f"{f['seq_s']:.1f}")
+        for batch, f in (doc.get("fastest_engine") or {}).items()
+    ]
+
+
+def sparse_kernel_line(doc: dict[str, Any]) -> str | None:
+    """Whether the sparse form ran on pruneofa's kernel (openvino-sparse), and why not when it did not."""
+    kernel = doc.get("sparse_kernel")
+    if not kernel:
+        return None
+    if kernel["status"] == "measured":
+        detail = f"{kernel['sparse_linears']} Linears on the {kernel['kernel_isa']} path"
+    else:
+        detail = kernel["note"]
+    return f"pruneofa sparse kernel ({kernel['variant']}, model.sparse.onnx): {kernel['status']}: {detail}"
 
 
 def headline_rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -94,7 +115,11 @@ def facts(doc: dict[str, Any]) -> list[str]:
     default = (doc["engines"].get(OPENVINO_DEFAULT) or {}).get("default_precision")
     if default:
         lines.append(f"OpenVINO default precision (openvino-default): {default['precision_used']}: {default['note']}")
-    lines += [f"{key}: {why}" for key, why in doc["not_measured"].items()]
+    kernel = sparse_kernel_line(doc)
+    if kernel:
+        lines.append(kernel)
+    said = (doc.get("sparse_kernel") or {}).get("variant") if kernel else None
+    lines += [f"{key}: {why}" for key, why in doc["not_measured"].items() if key != said]
     return lines
 
 
@@ -122,6 +147,9 @@ def markdown(doc: dict[str, Any]) -> str:
     if headline_rows(doc):
         lines += ["Headline: sparse-int8 throughput / best dense baseline throughput (same run).", ""]
         lines += [*table(HEADLINE_HEADER, headline_rows(doc)), ""]
+    if fastest_rows(doc):
+        lines += ["Fastest engine on the sparse-int8 export (pass it to `pruneofa predict/eval --engine`).", ""]
+        lines += [*table(FASTEST_HEADER, fastest_rows(doc)), ""]
     lines += [*table(RESULT_HEADER, result_rows(doc)), ""]
     if doc["speedups"]:
         lines += ["Speedup = sparse-int8 throughput / baseline throughput (medians, same run).", ""]

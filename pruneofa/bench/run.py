@@ -3,12 +3,15 @@ side by side in one interleaved run -> a result dict (what bench.json holds). No
 
 The dense export also runs on OpenVINO at its default precision (`openvino-default`: bf16 on AMX / AVX512-BF16
 CPUs), and per batch size the fastest dense variant is the best dense baseline that headline speedups are over
-(`compare`): a sparse model is only worth shipping if it beats the best this machine does without it.
+(`compare`): a sparse model is only worth shipping if it beats the best this machine does without it. The sparse
+export's model.sparse.onnx runs on `openvino-sparse` (pruneofa's sparse int8 kernel inside OpenVINO) beside its
+QDQ model on the dense int8 engines; `fastest_engine` names the fastest engine on the sparse export per batch.
 
-Honesty rules: a variant that cannot run (no IR in a folder, no torch weights) is listed under `not_measured`
-with the reason, never estimated; speedups are ratios of the throughputs reported beside them; whether OpenVINO's
-sparse-weights kernel ran is read from its runtime model, with the CPU flags that explain why not. Every model
-measured is of the sparse export's task (the `task_name` its manifest, or a training folder's pruneofa.json, records).
+Honesty rules: a variant that cannot run (no IR in a folder, no torch weights, the sparse kernel not built here)
+is listed under `not_measured` with the reason, never estimated; speedups are ratios of the throughputs reported
+beside them; whether OpenVINO's sparse-weights kernel ran is read from its runtime model, with the CPU flags that
+explain why not. Every model measured is of the sparse export's task (the `task_name` its manifest, or a training
+folder's pruneofa.json, records).
 """
 
 from __future__ import annotations
@@ -23,17 +26,19 @@ from typing import Any
 
 from pruneofa.bench import inputs as bench_inputs
 from pruneofa.bench import runners as bench_runners
-from pruneofa.bench.compare import best_dense, best_dense_speedups, speedups
+from pruneofa.bench.compare import best_dense, best_dense_speedups, fastest_engine, speedups
 from pruneofa.bench.timing import StopRule, Variant, latency_stats, time_variants
 from pruneofa.core import hardware
 from pruneofa.core.errors import ModelError, PruneofaError
 from pruneofa.core.files import read_json
-from pruneofa.runtime.engines import IR_XML, ONNX_FILE
+from pruneofa.runtime.engines import IR_XML, ONNX_FILE, OPENVINO_SPARSE, SPARSE_ONNX, sparse_unavailable
 from pruneofa.runtime.manifest import read_manifest, verify_export
 
 BENCH_FORMAT = "pruneofa-bench/1"
-BENCH_ENGINES = ("onnxruntime", "openvino", "torch")
-_MODEL_FILES = {"onnxruntime": ONNX_FILE, "openvino": IR_XML}
+BENCH_ENGINES = ("onnxruntime", "openvino", OPENVINO_SPARSE, "torch")
+_MODEL_FILES: dict[str, str] = {"onnxruntime": ONNX_FILE, "openvino": IR_XML, OPENVINO_SPARSE: SPARSE_ONNX}
+SPARSE_KERNEL = f"{OPENVINO_SPARSE}-int8"  # the model key of the sparse form on pruneofa's kernel
+_HOW: dict[str, str] = {OPENVINO_SPARSE: " (`pruneofa export` writes it for int8 models unless --no_sparse_form)"}
 
 
 @dataclass(frozen=True)
@@ -216,7 +221,12 @@ def model_sizes(manifest: dict[str, Any]) -> dict[str, Any]:
     """Raw and gzip bytes of each model file, from the manifest (the .xml + .bin pair counted together)."""
     files = manifest.get("files") or {}
     out: dict[str, Any] = {}
-    for label, names in (("onnx", [ONNX_FILE]), ("openvino", [IR_XML, IR_XML.replace(".xml", ".bin")])):
+    pairs = (
+        ("onnx", [ONNX_FILE]),
+        ("openvino", [IR_XML, IR_XML.replace(".xml", ".bin")]),
+        ("sparse_form", [SPARSE_ONNX]),
+    )
+    for label, names in pairs:
         entries = [files[n] for n in names if n in files]
         if entries:
             out[label] = {
@@ -241,7 +251,14 @@ def load_runners(
             continue
         for key, folder in export_variants(engine, models, cfg):
             if not (folder / _MODEL_FILES[engine]).is_file():
-                skipped[key] = f"not measured: no {_MODEL_FILES[engine]} in {folder}"
+                skipped[key] = f"not measured: no {_MODEL_FILES[engine]} in {folder}" + _HOW.get(engine, "")
+            elif key == SPARSE_KERNEL:
+                problem = sparse_unavailable()
+                if problem:
+                    skipped[key] = f"unavailable: {problem}"
+                else:
+                    sparse_form = bench_runners.load_openvino
+                    loaded[key] = sparse_form(folder, threads, cfg.streams, None, cpu, engine=OPENVINO_SPARSE)
             elif engine == "onnxruntime":
                 loaded[key] = bench_runners.load_onnxruntime(folder, threads)
             elif key == bench_runners.OPENVINO_DEFAULT:
@@ -254,7 +271,9 @@ def load_runners(
 
 def export_variants(engine: str, models: Models, cfg: BenchConfig) -> list[tuple[str, Path]]:
     """(model key, export folder) an export engine runs: the sparse int8 and dense fp32 exports, and on OpenVINO
-    the dense one at its default precision too, unless turned off."""
+    the dense one at its default precision too, unless turned off; openvino-sparse runs only the sparse export."""
+    if engine == OPENVINO_SPARSE:
+        return [(SPARSE_KERNEL, models.sparse)]
     pairs = [(f"{engine}-int8", models.sparse), (f"{engine}-fp32", models.baseline)]
     if engine == "openvino" and cfg.openvino_default:
         pairs.append((bench_runners.OPENVINO_DEFAULT, models.baseline))
@@ -325,16 +344,32 @@ def _document(
         "engines": engines,
         "openvino_sparse_weights": (ov_int8.info.get("sparse_weights") if ov_int8 else None)
         or {"status": "not measured", "note": skipped.get("openvino-int8", "openvino not requested")},
+        "sparse_kernel": _sparse_kernel(loaded, skipped),
         "round_order": order,
         "results": results,
         "best_dense": best,
+        "fastest_engine": fastest_engine(results),
         "speedups": {**speedups(results, cfg.batch_sizes), **best_dense_speedups(results, best)},
         "not_measured": skipped,
     }
 
 
+def _sparse_kernel(loaded: dict[str, bench_runners.Loaded], skipped: dict[str, str]) -> dict[str, Any]:
+    """Whether the sparse form ran on pruneofa's kernel (openvino-sparse), and why not when it did not."""
+    item = loaded.get(SPARSE_KERNEL)
+    if item is not None:
+        facts = {k: item.info.get(k) for k in ("kernel_isa", "sparse_linears")}
+        return {"status": "measured", "variant": SPARSE_KERNEL, **facts}
+    if SPARSE_KERNEL in skipped:
+        why = skipped[SPARSE_KERNEL]
+        status = "unavailable" if why.startswith("unavailable") else "not measured"
+        return {"status": status, "variant": SPARSE_KERNEL, "note": why}
+    return {"status": "not requested", "variant": SPARSE_KERNEL, "note": f"--engines has no {OPENVINO_SPARSE}"}
+
+
 def _split(model_key: str) -> tuple[str, str]:
-    engine, _, precision = model_key.partition("-")
+    """'openvino-sparse-int8' -> ('openvino-sparse', 'int8'); the precision is the last part."""
+    engine, _, precision = model_key.rpartition("-")
     return engine, precision
 
 

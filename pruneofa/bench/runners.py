@@ -11,6 +11,10 @@ OpenVINO runs both exports with `INFERENCE_PRECISION_HINT=f32`, and the dense on
 there; the precision it picked is read back from the compiled model, with the CPU flags that explain it
 (`default_precision_facts`, a pure function).
 
+`openvino-sparse` is the same OpenVINO compile of the export's model.sparse.onnx with pruneofa's extension added
+to the Core (its Linears run pruneofa's sparse int8 kernel); it is timed only where the extension can run, else
+`bench` records it as unavailable with the reason.
+
 OpenVINO's sparse-weights path: `sparse_weights_status` reads the runtime model's primitive types (a pure
 function, so tests feed it made-up layer lists and CPUs). The path needs AMX (stack.md); on a CPU without it
 the report says "unavailable" instead of implying sparsity was exploited.
@@ -26,7 +30,16 @@ from typing import Any
 import numpy as np
 
 from pruneofa.core.errors import ModelError
-from pruneofa.runtime.engines import model_file, open_engine, openvino_int8_matmuls, openvino_runtime_layers
+from pruneofa.runtime.engines import (
+    OPENVINO_SPARSE,
+    EngineName,
+    model_file,
+    open_engine,
+    openvino_int8_matmuls,
+    openvino_runtime_layers,
+    openvino_sparse_linears,
+    sparse_kernel_isa,
+)
 
 Runner = Callable[[dict[str, np.ndarray]], object]
 # Float layers of both OpenVINO models run in f32: the CPU default (bf16 where supported) is not an FP32 baseline.
@@ -72,15 +85,22 @@ def load_openvino(
     sparse_rate: float | None,
     cpu: dict[str, Any],
     precision_hint: str | None = OPENVINO_PRECISION_HINT,
+    engine: EngineName = "openvino",
 ) -> Loaded:
-    """The IR of `folder` compiled for the CPU; `precision_hint=None`: at OpenVINO's default precision."""
+    """The IR of `folder` compiled for the CPU; `precision_hint=None`: at OpenVINO's default precision.
+    `engine="openvino-sparse"`: its sparse form, with pruneofa's extension (the caller checked it can run)."""
     import openvino as ov
 
-    path = model_file(folder, "openvino")
+    path = model_file(folder, engine)
     config = openvino_config(threads, streams, sparse_rate, precision_hint)
+    core = ov.Core()
+    if engine == OPENVINO_SPARSE:
+        from pruneofa.kernels import openvino_op
+
+        openvino_op.add_to(core)
     try:
-        core = ov.Core()
-        compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        model = core.read_model(str(path))
+        compiled = core.compile_model(model, "CPU", config)
     except Exception as exc:  # OpenVINO raises RuntimeError with multi-line text for any bad model or option
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ModelError(f"{path}: OpenVINO cannot compile it with {config} ({first})") from None
@@ -97,12 +117,15 @@ def load_openvino(
         layers = openvino_runtime_layers(compiled)
         int8, sparse = openvino_int8_matmuls(layers)
         out = {"int8_matmuls": int8, "sparse_kernels": sparse, "matmul_kernels": matmul_kernels(layers)}
+        if engine == OPENVINO_SPARSE:
+            linears = openvino_sparse_linears(model, layers)
+            out.update(int8_matmuls=int8 + linears, sparse_linears=linears, kernel_isa=sparse_kernel_isa())
         if sparse_rate is not None:
             out["sparse_weights"] = sparse_weights_status(layers, cpu, compiled_config.get(_RATE_KEY, sparse_rate))
         return out
 
     info = {
-        "engine": "openvino",
+        "engine": engine,
         "version": ov.get_version(),
         "model": str(path),
         "requested": config,

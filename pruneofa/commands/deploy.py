@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -53,6 +53,16 @@ def export(
             "the dev check reports what it costs.",
         ),
     ] = None,
+    sparse_form: Annotated[
+        bool,
+        opt(
+            "--sparse_form/--no_sparse_form",
+            help="int8 exports: also write model.sparse.onnx, the model for `--engine openvino-sparse` (pruneofa's "
+            "sparse int8 kernel inside OpenVINO: the zero weights are skipped, the weights stored as 4-wide groups "
+            "of non-zeros), checked to predict what the QDQ model predicts on >= 99.9% of the dev set where the "
+            "kernel is built (else written and marked unverified). On by default; --no_sparse_form leaves it out.",
+        ),
+    ] = True,
     cache_dir: Annotated[Path | None, opt("--cache_dir", help="Built-in data cache.")] = None,
 ) -> None:
     """Export a trained model to ONNX (QDQ int8 or fp32) and OpenVINO IR, verified against torch on the dev set."""
@@ -70,6 +80,7 @@ def export(
         cache_dir=cache_dir,
         int8_embeddings=not float_embeddings,
         trim_vocab=trim_vocab,
+        sparse_form=sparse_form,
     )
     check_output_folder(output_dir, "--output_dir")
     from pruneofa.data.loading import check_data_file, named_files
@@ -83,10 +94,12 @@ def export(
     check = manifest["verification"]
     if check["status"] == "passed":
         split, metric = check["split"], check["main_metric"]
-        scores = {e: check[e]["metrics"][split][metric] for e in ("torch", *manifest["runtime"])}
+        engines = [e for e in ("torch", *manifest["runtime"], "openvino-sparse") if e in check]
+        scores = {e: check[e]["metrics"][split][metric] for e in engines}
         typer.echo(f"{metric} on {check['num_examples']} {split} examples: {scores}")
     else:
         typer.echo(f"WARNING: the export was NOT verified on dev data: {check['reason']}", err=True)
+    _echo_sparse_form(manifest["sparse_form"])
     if manifest["vocabulary"]["trimmed"]:
         v = manifest["vocabulary"]
         typer.echo(f"vocabulary trimmed to {v['rows_after']} of {v['rows_before']} tokens ({v['corpus']})")
@@ -96,6 +109,22 @@ def export(
     typer.echo(
         f"{manifest['precision']} export, sparsity {manifest['sparsity']['overall']:.2%} -> {output_dir} {sizes}"
     )
+
+
+def _echo_sparse_form(sparse: dict[str, Any]) -> None:
+    if not sparse["written"]:
+        typer.echo(f"sparse form: not written ({sparse['reason']})")
+        return
+    typer.echo(
+        f"sparse form: {sparse['file']}, {sparse['layers_rewritten']} of {sparse['quantized_linears']} Linears, "
+        f"weights {sparse['weight_bytes']} B vs {sparse['dense_int8_bytes']} B dense int8, group fill "
+        f"{sparse['group_fill']:.0%}"
+    )
+    check = sparse["verification"]
+    if check["status"] == "passed":
+        typer.echo(f"{sparse['file']}: {check['summary']}")
+    else:
+        typer.echo(f"WARNING: {sparse['file']}: {check['summary']}", err=True)
 
 
 def bundle(
@@ -125,7 +154,12 @@ def eval_(
     task_name: Task,
     validation_file: Annotated[Path | None, opt("--validation_file", help="Dev file (GLUE tasks offline).")] = None,
     engine: Annotated[
-        str, opt("--engine", help="auto, torch (training output), onnxruntime or openvino (export folder).")
+        str,
+        opt(
+            "--engine",
+            help="auto, torch (training output), or for an export folder onnxruntime, openvino or openvino-sparse "
+            "(OpenVINO with pruneofa's sparse int8 kernel, on the export's model.sparse.onnx).",
+        ),
     ] = "auto",
     max_eval_samples: Annotated[int | None, opt("--max_eval_samples", help="Use the first N dev examples.")] = None,
     batch_size: Annotated[int, opt("--batch_size", help="Examples per forward pass.")] = 32,
@@ -173,7 +207,12 @@ def predict(
     ] = None,
     text_pair: Annotated[str | None, typer.Argument(help="Second text, for pair tasks.")] = None,
     engine: Annotated[
-        str | None, opt("--engine", help="onnxruntime (default when model.onnx exists) or openvino.")
+        str | None,
+        opt(
+            "--engine",
+            help="onnxruntime (default when model.onnx exists), openvino, or openvino-sparse (pruneofa's sparse "
+            "int8 kernel inside OpenVINO, on the export's model.sparse.onnx; `pruneofa bench` says which is fastest).",
+        ),
     ] = None,
     batch_size: Annotated[int, opt("--batch_size", help="Rows per engine call for JSONL input.")] = 32,
     threads: Annotated[int | None, opt("--threads", help="Inference threads (engine default if unset).")] = None,

@@ -9,6 +9,9 @@ Verified, not assumed: int8 weights in the file equal the QAT model's (same zero
 optimized graph and OpenVINO's runtime model are checked to run every quantized Linear in int8; and when the dev
 set is at hand, every engine is scored against torch and must be within `tolerance` of its main metric. Any
 failure raises with the numbers and leaves no folder behind (see layout.staged_folder).
+
+int8 exports also get the sparse form (model.sparse.onnx, for the `openvino-sparse` engine: sparse_export), checked
+the same way where pruneofa's OpenVINO extension runs, and recorded as unverified (with the reason) where not.
 """
 
 from __future__ import annotations
@@ -20,31 +23,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pruneofa.core.errors import ModelError, PruneofaError
-from pruneofa.core.files import sha256_file
 from pruneofa.core.outputs import check_not_an_input
-from pruneofa.export import layout
+from pruneofa.export import layout, sparse_export
+from pruneofa.export.dev_data import DevData, dev_data, recorded_dev_file
 from pruneofa.export.embeddings import quantize_embeddings_
 from pruneofa.export.to_onnx import OPSET, Precision, export_onnx, onnx_weights, qdq_counts
 from pruneofa.export.vocab import trim_folder_vocabulary_
-from pruneofa.runtime.engines import ENGINES, IR_XML, ONNX_FILE, EngineName, open_engine
+from pruneofa.runtime.engines import ENGINES, IR_XML, ONNX_FILE, OPENVINO_SPARSE, Engine, EngineName, open_engine
 from pruneofa.training.trained import TrainedFolder, open_trained
 
 FORMATS = ("onnx", "openvino")
 ExportPrecision = Literal["auto", "int8", "fp32"]
 MANIFEST_FORMAT = "pruneofa-export/1"
-
-
-@dataclass(frozen=True)
-class DevSplits:
-    """The dev set tokenized for the exported model and for torch (the same unless the vocabulary was trimmed:
-    then torch reads the source tokenizer's ids, so the check measures what trimming costs)."""
-
-    engine: dict[str, Any]
-    torch: dict[str, Any]
-    pad_id: int
-
-
-DevData = DevSplits | str  # or why there is none
 
 
 @dataclass(frozen=True)
@@ -66,6 +56,8 @@ class ExportConfig:
     # (0.001 = 0.1 points, measured on onnxruntime against the same model with float tables).
     int8_embeddings: bool = True
     embedding_tolerance: float = 0.001
+    # int8 exports: also write model.sparse.onnx (the `openvino-sparse` engine's model), checked where it runs.
+    sparse_form: bool = True
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.formats if f not in FORMATS]
@@ -110,8 +102,11 @@ def export(source_dir: Path, cfg: ExportConfig) -> dict[str, Any]:
         pruned = list((source.meta.get("sparsity") or {}).get("layers") or {})
         weights = _check_weights(model, onnx_path, layers, precision, pruned)
         vocab = trim_folder_vocabulary_(staging, cfg.trim_vocab) if cfg.trim_vocab else None
-        dev = _dev_data(source, staging, cfg)
+        dev = dev_data(
+            source, staging, cfg.verify, cfg.validation_file, cfg.max_eval_samples, cfg.cache_dir, bool(cfg.trim_vocab)
+        )
         embeddings = _embeddings(source, staging, precision, input_names, dev, cfg)
+        sparse = _sparse_form(staging, onnx_path, precision, cfg, len(layers))
         engines_used: list[EngineName] = []
         if "openvino" in cfg.formats:
             _write_openvino(onnx_path, staging)
@@ -121,8 +116,14 @@ def export(source_dir: Path, cfg: ExportConfig) -> dict[str, Any]:
         else:
             onnx_path.unlink()
         runtime = _check_engines(staging, engines_used, precision, expected=len(layers))
-        verification = _verify(source, model, staging, engines_used, precision, input_names, dev, cfg)
+        sparse_runs = sparse["written"] and sparse_export.check_runtime(staging, sparse)
+        verification = _verify(
+            source, model, staging, engines_used, precision, input_names, dev, cfg, sparse if sparse_runs else None
+        )
+        if sparse_runs and verification["status"] != "passed":
+            sparse_export.skip_dev_check(sparse, verification["reason"])
         manifest = _manifest(source, cfg, precision, input_names, weights, runtime, verification)
+        manifest["sparse_form"] = sparse
         manifest["embeddings"] = embeddings
         manifest["vocabulary"] = vocab or {"trimmed": False}
         manifest["files"] = layout.file_entries(staging)
@@ -200,6 +201,14 @@ def _write_openvino(onnx_path: Path, folder: Path) -> None:
     ov.save_model(model, str(folder / IR_XML), compress_to_fp16=False)
 
 
+def _sparse_form(folder: Path, qdq: Path, precision: Precision, cfg: ExportConfig, linears: int) -> dict[str, Any]:
+    if precision != "int8":
+        return sparse_export.not_written("fp32 export (the sparse form runs int8 weights)")
+    if not cfg.sparse_form:
+        return sparse_export.not_written("--no_sparse_form")
+    return sparse_export.write(folder, qdq, linears)
+
+
 def _check_engines(folder: Path, engines: list[EngineName], precision: Precision, expected: int) -> dict[str, Any]:
     """What each engine runs; an int8 export must run all `expected` quantized Linears as int8 matmuls."""
     runtime: dict[str, Any] = {}
@@ -223,8 +232,10 @@ def _verify(
     input_names: list[str],
     data: DevData,
     cfg: ExportConfig,
+    sparse: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Dev-set metrics of torch and each engine, their agreement, and the tolerance check."""
+    """Dev-set metrics of torch and each engine, their agreement, and the tolerance check; with `sparse` (the
+    sparse form's facts, when it runs here), the sparse form's labels against the QDQ model's too."""
     from pruneofa import scoring
     from pruneofa.data.metrics import main_metric_value
 
@@ -244,14 +255,18 @@ def _verify(
         "tolerance": cfg.tolerance,
         "torch": {"model": "qat" if precision == "int8" else "fp32", "metrics": ref_metrics},
     }
-    failures = []
-    for name in engines:
-        engine = open_engine(folder, name)
+
+    def score(engine: Engine) -> tuple[dict[str, Any], Any]:
         metrics, logits = scoring.score(
             source.task, splits, scoring.engine_forward(engine), pad, cfg.batch_size, input_names
         )
+        return metrics, logits[dev]
+
+    failures, dev_logits = [], {"torch": ref_logits[dev]}
+    for name in engines:
+        metrics, dev_logits[name] = score(open_engine(folder, name))
         value = main_metric_value(source.task, metrics[dev])
-        result[name] = {"metrics": metrics, **scoring.logit_agreement(ref_logits[dev], logits[dev])}
+        result[name] = {"metrics": metrics, **scoring.logit_agreement(ref_logits[dev], dev_logits[name])}
         if value < ref_value - cfg.tolerance:
             failures.append(f"{name} {source.task.main_metric} {value:.4f} vs torch {ref_value:.4f}")
     if failures:
@@ -259,46 +274,9 @@ def _verify(
             f"export verification failed on {len(splits[dev])} {dev} examples: {'; '.join(failures)} "
             f"(allowed drop {cfg.tolerance:.4f}); nothing was written to {cfg.output_dir}"
         )
+    if sparse is not None:
+        result[OPENVINO_SPARSE] = sparse_export.check_on_dev(folder, sparse, score, dev_logits, dev, cfg.output_dir)
     return result
-
-
-def recorded_dev_file(source: TrainedFolder) -> Path | None:
-    """The dev file the model was trained with (pruneofa.json "data_files"), if it is still there unchanged."""
-    record = (source.meta.get("data_files") or {}).get("validation_file")
-    if not record:
-        return None
-    path = Path(record["path"])
-    if not path.is_file():
-        return None  # the check is skipped, loudly, with the reason dev_data_missing gives
-    if sha256_file(path) != record.get("sha256"):
-        raise ModelError(
-            f"{path}: the dev file {source.folder} was trained with has changed since (sha256 differs); pass "
-            "--validation_file to verify on a dev file explicitly"
-        )
-    return path
-
-
-def _dev_data(source: TrainedFolder, folder: Path, cfg: ExportConfig) -> DevData:
-    """The tokenized dev splits and the pad id, or why there are none (verification off, no dev data)."""
-    from transformers import AutoTokenizer
-
-    from pruneofa import scoring
-
-    if not cfg.verify:
-        return "--no_verify"
-    missing = scoring.dev_data_missing(source.task, cfg.validation_file)
-    if missing:
-        return missing
-
-    def tokenized(where: Path) -> tuple[dict[str, Any], int]:
-        tokenizer = AutoTokenizer.from_pretrained(str(where))
-        splits = scoring.eval_splits(
-            source.task, tokenizer, source.max_seq_length, cfg.validation_file, cfg.max_eval_samples, cfg.cache_dir
-        )
-        return splits, tokenizer.pad_token_id or 0
-
-    engine, pad_id = tokenized(folder)
-    return DevSplits(engine, tokenized(source.folder)[0] if cfg.trim_vocab else engine, pad_id)
 
 
 def _embeddings(

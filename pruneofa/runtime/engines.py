@@ -1,5 +1,9 @@
 """One thin inference layer over onnxruntime and OpenVINO, shared by `eval`, `predict` and `bench`.
 
+`openvino-sparse` is OpenVINO running the export's sparse form (model.sparse.onnx: every int8 Linear one
+SparseInt8Linear node) with pruneofa's native extension added to the Core; where the extension cannot run here
+(not built, built for another OpenVINO) opening it is one error naming the reason and the fix.
+
 An engine takes the exported folder's inputs (int64 arrays by name) and returns logits, and can describe itself:
 version, threads, precision hint, and how many matmuls really run in int8 in the graph the engine executes
 (onnxruntime's optimized graph, OpenVINO's compiled runtime model), so "int8" is measured, never assumed.
@@ -17,13 +21,17 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from pruneofa.core.errors import ModelError
+from pruneofa.core.errors import ModelError, PruneofaError
 
-EngineName = Literal["onnxruntime", "openvino"]
-ENGINES: tuple[EngineName, ...] = ("onnxruntime", "openvino")
+EngineName = Literal["onnxruntime", "openvino", "openvino-sparse"]
+OPENVINO_SPARSE: EngineName = "openvino-sparse"
+ENGINES: tuple[EngineName, ...] = ("onnxruntime", "openvino", OPENVINO_SPARSE)
 ONNX_FILE = "model.onnx"
 IR_XML = "openvino_model.xml"
 IR_BIN = "openvino_model.bin"
+SPARSE_ONNX = "model.sparse.onnx"  # the sparse form (pruneofa/export/sparse_form.py), int8 exports only
+# What to do when the sparse form's extension was not built (its reason does not always say).
+_BUILD_FIX = "install cmake and a C++17 compiler (gcc or clang), then reinstall pruneofa (`pip install -e .`)"
 # ORT's MatMulAddFusion turns the 2-D pooler/classifier MatMul+Add into a float Gemm before its QDQ fusions run,
 # which leaves those two Linears in fp32. Every session here (verification, eval, predict, bench) disables it,
 # so what runs is what export verified.
@@ -54,6 +62,13 @@ def model_file(folder: Path, engine: EngineName) -> Path:
     ships only ONNX)."""
     if folder.is_file():
         return folder
+    if engine == OPENVINO_SPARSE:
+        if (folder / SPARSE_ONNX).is_file():
+            return folder / SPARSE_ONNX
+        raise ModelError(
+            f"{folder}: no {SPARSE_ONNX} for engine {OPENVINO_SPARSE} (`pruneofa export` writes it for int8 models "
+            "unless --no_sparse_form; a bundle does not ship it); re-export the int8 model, or use --engine openvino"
+        )
     names = [ONNX_FILE] if engine == "onnxruntime" else [IR_XML, ONNX_FILE]
     for name in names:
         if (folder / name).is_file():
@@ -85,7 +100,24 @@ def open_engine(folder: Path, engine: EngineName, threads: int | None = None, pr
         return OrtEngine(path, threads)
     if engine == "openvino":
         return OpenVinoEngine(path, threads, precision)
+    if engine == OPENVINO_SPARSE:
+        problem = sparse_unavailable()
+        if problem:
+            raise ModelError(f"engine {OPENVINO_SPARSE}: {problem}")
+        return OpenVinoEngine(path, threads, precision, sparse=True)
     raise ModelError(f"engine {engine!r}: unknown; use one of {', '.join(ENGINES)}")
+
+
+def sparse_unavailable() -> str | None:
+    """Why the openvino-sparse engine cannot run on this install, with the fix (None when it can): the reason
+    pruneofa.kernels gives (extension not built, or built against another OpenVINO release)."""
+    from pruneofa.kernels import openvino_op
+
+    state = openvino_op.availability()
+    if state.ok:
+        return None
+    fix = "" if "reinstall" in state.reason else f"; {_BUILD_FIX}"
+    return f"the native sparse kernel is unavailable: {state.reason}{fix}"
 
 
 # ---------------------------------------------------------------- onnxruntime
@@ -202,21 +234,47 @@ def openvino_int8_matmuls(layers: list[dict[str, str]]) -> tuple[int, int]:
     return len(int8), sum("sparse" in row["primitive_type"].lower() for row in int8)
 
 
+def openvino_sparse_linears(model: Any, layers: list[dict[str, str]]) -> int:
+    """How many of `model`'s SparseInt8Linear ops are in the compiled runtime model `layers` (each runs the
+    extension's kernel: OpenVINO has no other implementation of the op)."""
+    from pruneofa.kernels.openvino_op import OP_TYPE
+
+    names = {op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == OP_TYPE}
+    return sum(row["name"] in names for row in layers)
+
+
+def sparse_kernel_isa() -> str:
+    """The kernel path the extension runs here (avx512_vnni, avx2 or scalar; $PRUNEOFA_SPARSE_ISA forces one)."""
+    from pruneofa.kernels import native
+
+    try:
+        return native.selected_isa()
+    except PruneofaError as exc:
+        return f"unknown ({exc})"
+
+
 class OpenVinoEngine:
-    def __init__(self, path: Path, threads: int | None, precision: str | None) -> None:
+    def __init__(self, path: Path, threads: int | None, precision: str | None, sparse: bool = False) -> None:
+        """`sparse`: the model is a sparse form; pruneofa's extension is added to the Core before reading it."""
         import openvino as ov
 
         self.path = path
         self.threads = threads
         self.precision = precision
+        self.sparse = sparse
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
         if precision is not None:
             config["INFERENCE_PRECISION_HINT"] = precision
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads
+        core = ov.Core()
+        if sparse:
+            from pruneofa.kernels import openvino_op
+
+            openvino_op.add_to(core)
         try:
-            core = ov.Core()
-            self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+            self.model = core.read_model(str(path))
+            self.compiled = core.compile_model(self.model, "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError with multi-line text for any bad model or option
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise ModelError(f"{path}: OpenVINO cannot load it ({first}); re-run `pruneofa export`") from None
@@ -239,9 +297,10 @@ class OpenVinoEngine:
         if not self._ran:
             # A dynamic-shape model gets its kernels at the first inference; before it they all read `undef_*`.
             self.run({name: np.ones((1, 8), dtype=np.int64) for name in self._inputs})
-        int8, sparse = openvino_int8_matmuls(openvino_runtime_layers(self.compiled))
-        return {
-            "engine": "openvino",
+        layers = openvino_runtime_layers(self.compiled)
+        int8, sparse = openvino_int8_matmuls(layers)
+        info = {
+            "engine": OPENVINO_SPARSE if self.sparse else "openvino",
             "version": ov.get_version(),
             "model": str(self.path),
             "threads": self.threads,
@@ -250,6 +309,10 @@ class OpenVinoEngine:
             "int8_matmuls": int8,
             "sparse_kernels": sparse,
         }
+        if self.sparse:  # the Linears run pruneofa's kernel: int8 matmuls that skip the zero weight groups
+            linears = openvino_sparse_linears(self.model, layers)
+            info.update(int8_matmuls=int8 + linears, sparse_linears=linears, kernel_isa=sparse_kernel_isa())
+        return info
 
 
 def _type_name(value: Any) -> str:

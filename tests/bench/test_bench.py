@@ -15,17 +15,24 @@ import pytest
 from cli_helpers import cli_error
 
 from pruneofa import gates
-from pruneofa.bench.compare import best_dense, best_dense_speedups, headline, speedups
+from pruneofa.bench.compare import best_dense, best_dense_speedups, fastest_engine, headline, speedups
 from pruneofa.bench.report import markdown
-from pruneofa.bench.run import BenchConfig, run_bench
+from pruneofa.bench.run import BenchConfig, _split, run_bench
 from pruneofa.bench.runners import default_precision_facts, sparse_weights_status
 from pruneofa.bench.timing import StopRule, Variant, rotated, time_variants
 from pruneofa.cli import main
 from pruneofa.core.errors import PruneofaError
 from pruneofa.core.hardware import default_threads, parse_cpuinfo
+from pruneofa.kernels import openvino_op
+from pruneofa.kernels.native import Availability
 
 QUICK = BenchConfig(batch_sizes=(1, 2), seq_len=16, warmup=1, iterations=3, duration=0.5, rounds=3)
-MODELS = ("onnxruntime-int8", "onnxruntime-fp32", "openvino-int8", "openvino-fp32", "openvino-default", "torch-fp32")
+SPARSE_KERNEL_RUNS = openvino_op.availability().ok  # where it is not built, bench records it as unavailable
+DENSE_KERNEL_MODELS = (
+    "onnxruntime-int8", "onnxruntime-fp32", "openvino-int8", "openvino-fp32", "openvino-default", "torch-fp32"
+)  # fmt: skip
+MODELS = (*DENSE_KERNEL_MODELS, "openvino-sparse-int8") if SPARSE_KERNEL_RUNS else DENSE_KERNEL_MODELS
+SPARSE_ENGINES = ("onnxruntime", "openvino", "openvino-sparse") if SPARSE_KERNEL_RUNS else ("onnxruntime", "openvino")
 DENSE = ("onnxruntime-fp32", "openvino-fp32", "openvino-default", "torch-fp32")
 
 
@@ -35,7 +42,8 @@ def doc(tiny_exports: Path) -> dict[str, Any]:
 
 
 def test_every_variant_measured_with_ordered_percentiles(doc: dict[str, Any]) -> None:
-    assert doc["format"] == "pruneofa-bench/1" and doc["not_measured"] == {}
+    assert doc["format"] == "pruneofa-bench/1"
+    assert set(doc["not_measured"]) == (set() if SPARSE_KERNEL_RUNS else {"openvino-sparse-int8"})
     assert set(doc["results"]) == {f"{m}-b{b}" for m in MODELS for b in (1, 2)}
     for key, row in doc["results"].items():
         lat = row["latency_ms"]
@@ -71,11 +79,9 @@ def test_rounds_interleave_every_variant(doc: dict[str, Any]) -> None:
 
 
 def test_speedups_are_ratios_of_reported_throughputs(doc: dict[str, Any]) -> None:
-    assert set(doc["speedups"]) == {
-        f"{e}{vs}-b{b}"
-        for e in ("onnxruntime", "openvino")
-        for vs in ("", "-vs-torch", "-vs-best-dense")
-        for b in (1, 2)
+    kernel_vs_kernel = {f"openvino-sparse-vs-openvino-int8-b{b}" for b in (1, 2)} if SPARSE_KERNEL_RUNS else set()
+    assert set(doc["speedups"]) == kernel_vs_kernel | {
+        f"{e}{vs}-b{b}" for e in SPARSE_ENGINES for vs in ("", "-vs-torch", "-vs-best-dense") for b in (1, 2)
     }
     for name, s in doc["speedups"].items():
         sparse = doc["results"][s["sparse_int8"]]["throughput_seq_s"]
@@ -83,6 +89,54 @@ def test_speedups_are_ratios_of_reported_throughputs(doc: dict[str, Any]) -> Non
         assert s["speedup"] == pytest.approx(sparse / base) and s["sparse_int8_seq_s"] == sparse, name
     assert doc["speedups"]["openvino-vs-torch-b2"]["baseline"] == "torch-fp32-b2"
     assert doc["speedups"]["openvino-b1"]["baseline"] == "openvino-fp32-b1"  # the seed's comparison, unchanged
+
+
+@pytest.mark.skipif(not SPARSE_KERNEL_RUNS, reason=openvino_op.availability().reason)
+def test_sparse_form_is_timed_on_pruneofas_kernel(doc: dict[str, Any]) -> None:
+    """model.sparse.onnx runs as its own variant, interleaved with the others, its Linears on the kernel."""
+    info = doc["engines"]["openvino-sparse-int8"]
+    assert info["engine"] == "openvino-sparse" and info["model"].endswith("model.sparse.onnx")
+    assert info["sparse_linears"] == info["int8_matmuls"] > 0 and info["compiled"]["INFERENCE_PRECISION_HINT"] == "f32"
+    assert doc["sparse_kernel"]["status"] == "measured" and doc["sparse_kernel"]["kernel_isa"] == info["kernel_isa"]
+    assert all("openvino-sparse-int8-b1" in r for r in doc["round_order"])
+    row = doc["results"]["openvino-sparse-int8-b2"]
+    assert (row["engine"], row["precision"]) == ("openvino-sparse", "int8")
+    assert doc["speedups"]["openvino-sparse-b2"]["baseline"] == "openvino-fp32-b2"
+    assert doc["speedups"]["openvino-sparse-vs-openvino-int8-b2"]["baseline"] == "openvino-int8-b2"
+    assert doc["speedups"]["openvino-sparse-vs-best-dense-b2"]["baseline"] == doc["best_dense"]["b2"]["variant"]
+    assert doc["models"]["sparse_int8"]["sizes"]["sparse_form"]["bytes"] > 0
+    assert "pruneofa sparse kernel (openvino-sparse-int8, model.sparse.onnx): measured" in markdown(doc)
+
+
+def test_fastest_engine_per_batch_is_the_fastest_int8_variant(doc: dict[str, Any]) -> None:
+    assert set(doc["fastest_engine"]) == {"b1", "b2"}
+    for batch, fastest in doc["fastest_engine"].items():
+        int8 = {k: r["throughput_seq_s"] for k, r in doc["results"].items() if k.endswith(f"-int8-{batch}")}
+        assert fastest["variant"] == max(int8, key=lambda k: int8[k]) and fastest["seq_s"] == max(int8.values())
+        assert fastest["engine"] == doc["results"][fastest["variant"]]["engine"]
+    assert "Fastest engine on the sparse-int8 export" in markdown(doc)
+
+
+def test_unavailable_sparse_kernel_is_recorded_with_its_reason(
+    tiny_exports: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reason = "libpruneofa_openvino.so was built against OpenVINO 1.0 but 2.0 is installed; reinstall pruneofa"
+    monkeypatch.setattr(openvino_op, "availability", lambda: Availability(False, reason))
+    cfg = dataclasses.replace(TINY, engines=("openvino-sparse", "openvino"))
+    doc = run_bench(tiny_exports / "int8", tiny_exports / "fp32", cfg)
+    why = doc["not_measured"]["openvino-sparse-int8"]
+    assert why.startswith("unavailable: the native sparse kernel is unavailable: ") and reason in why
+    assert doc["sparse_kernel"]["status"] == "unavailable" and reason in doc["sparse_kernel"]["note"]
+    assert not any(k.startswith("openvino-sparse") for k in (*doc["results"], *doc["speedups"]))
+    assert "pruneofa sparse kernel (openvino-sparse-int8, model.sparse.onnx): unavailable: " in markdown(doc)
+
+
+def test_export_without_sparse_form_is_not_measured_on_the_kernel(tiny_exports: Path, tmp_path: Path) -> None:
+    other = tmp_path / "int8"
+    shutil.copytree(tiny_exports / "int8", other)
+    (other / "model.sparse.onnx").unlink()
+    doc = run_bench(other, tiny_exports / "fp32", dataclasses.replace(TINY, engines=("openvino-sparse", "onnxruntime")))
+    assert doc["sparse_kernel"]["status"] == "not measured" and "--no_sparse_form" in doc["sparse_kernel"]["note"]
 
 
 def test_openvino_default_runs_at_the_precision_openvino_picked(doc: dict[str, Any]) -> None:
@@ -210,12 +264,35 @@ def test_every_sparse_variant_gets_a_speedup_over_best_dense() -> None:
     assert over["openvino-vs-best-dense-b8"]["speedup"] == pytest.approx(0.8)  # slower than bf16: said so
     assert over["openvino-vs-best-dense-b8"]["baseline"] == "openvino-default-b8"
     assert over["openvino-vs-best-dense-b8"]["baseline_precision_used"] == "bf16"
+    assert fastest_engine(MADE_UP) == {
+        "b1": {"engine": "sparse", "variant": "sparse-int8-b1", "seq_s": 500.0},
+        "b8": {"engine": "openvino", "variant": "openvino-int8-b8", "seq_s": 800.0},
+    }
     per_engine = speedups(MADE_UP, (1, 8))  # the seed's comparisons do not move to the best dense
     assert per_engine["openvino-b8"]["baseline"] == "openvino-fp32-b8" and "sparse-b1" not in per_engine
     heads = headline({"speedups": {**per_engine, **over}})
     assert [(h["name"], h["baseline"]) for h in heads] == [
         ("sparse-vs-best-dense-b1", "torch-fp32-b1"), ("openvino-vs-best-dense-b8", "openvino-default-b8")
     ]  # fmt: skip
+
+
+def test_sparse_kernel_speedups_and_variant_names() -> None:
+    rows = {
+        **MADE_UP,
+        "openvino-sparse-int8-b1": result("openvino-sparse", "int8", 1, 600.0),
+        "torch-fp32-b8": result("torch", "fp32", 8, 100.0),
+    }
+    ratios = speedups(rows, (1, 8))
+    assert ratios["openvino-sparse-b1"]["baseline"] == "openvino-fp32-b1"  # OpenVINO's fp32: the same engine
+    assert ratios["openvino-sparse-b1"]["speedup"] == pytest.approx(600 / 90)
+    assert ratios["openvino-sparse-vs-openvino-int8-b1"]["speedup"] == pytest.approx(1.5)
+    assert ratios["openvino-sparse-vs-torch-b1"]["speedup"] == pytest.approx(600 / 250)
+    assert not any(name.startswith("openvino-sparse") and name.endswith("b8") for name in ratios)
+    over = best_dense_speedups(rows, best_dense(rows, ENGINES))
+    assert over["openvino-sparse-vs-best-dense-b1"]["baseline"] == "torch-fp32-b1"
+    assert fastest_engine(rows)["b1"]["engine"] == "openvino-sparse"
+    assert _split("openvino-sparse-int8") == ("openvino-sparse", "int8")
+    assert _split("openvino-default") == ("openvino", "default") and _split("torch-fp32") == ("torch", "fp32")
 
 
 @pytest.mark.parametrize(("limit", "passed"), [(1.9, True), (2.0, True), (2.1, False)])
@@ -334,11 +411,16 @@ def test_missing_torch_and_ir_are_not_measured(tiny_exports: Path, tmp_path: Pat
     (other / "manifest.json").write_text(json.dumps(manifest))
     cfg = BenchConfig(batch_sizes=(1,), seq_len=8, warmup=0, iterations=2, duration=0.2, rounds=1)
     doc = run_bench(tiny_exports / "int8", other, cfg)
-    assert set(doc["not_measured"]) == {"openvino-fp32", "openvino-default", "torch-fp32"}
+    kernel = {"openvino-sparse-int8"} if not SPARSE_KERNEL_RUNS else set()
+    assert set(doc["not_measured"]) == {"openvino-fp32", "openvino-default", "torch-fp32", *kernel}
     assert "--torch_model" in doc["not_measured"]["torch-fp32"]
     assert "no openvino_model.xml" in doc["not_measured"]["openvino-default"]
-    assert set(doc["results"]) == {"onnxruntime-int8-b1", "onnxruntime-fp32-b1", "openvino-int8-b1"}
-    assert set(doc["speedups"]) == {"onnxruntime-b1", "onnxruntime-vs-best-dense-b1", "openvino-vs-best-dense-b1"}
+    on_kernel = {"openvino-sparse-int8-b1"} if SPARSE_KERNEL_RUNS else set()
+    assert set(doc["results"]) == {"onnxruntime-int8-b1", "onnxruntime-fp32-b1", "openvino-int8-b1", *on_kernel}
+    kernel_ratios = {"openvino-sparse-vs-best-dense-b1", "openvino-sparse-vs-openvino-int8-b1"} if on_kernel else set()
+    assert set(doc["speedups"]) == {
+        "onnxruntime-b1", "onnxruntime-vs-best-dense-b1", "openvino-vs-best-dense-b1", *kernel_ratios
+    }  # fmt: skip
     assert doc["best_dense"]["b1"]["variant"] == "onnxruntime-fp32-b1"
 
 

@@ -15,6 +15,7 @@ from tiny_chain import EVAL_N
 
 from pruneofa.core.files import sha256_file
 from pruneofa.export.layout import gzip_size
+from pruneofa.kernels import openvino_op
 from pruneofa.runtime.engines import open_engine, ort_optimized_op_counts
 
 DATA = ["--task_name", "rotten_tomatoes", "--max_seq_length", "32", "--batch_size", "16", "--seed", "5143"]
@@ -38,6 +39,7 @@ def test_int8_folder_is_what_loaders_expect(tiny_chain: Path) -> None:
     folder = tiny_chain / "int8"
     names = {p.name for p in folder.iterdir()}
     assert {"config.json", "tokenizer.json", "tokenizer_config.json", "model.onnx", "openvino_model.xml"} <= names
+    assert "model.sparse.onnx" in names  # the sparse form, for --engine openvino-sparse
     assert "openvino_model.bin" in names and "model.safetensors" not in names
     assert not any(n.startswith(".") for n in {p.name for p in tiny_chain.iterdir()})  # no staging leftovers
     config = json.loads((folder / "config.json").read_text())
@@ -93,17 +95,28 @@ def test_verification_recorded_within_tolerance(tiny_chain: Path) -> None:
     for engine in ("onnxruntime", "openvino"):
         assert check[engine]["metrics"]["validation"]["accuracy"] >= torch_acc - 0.005
         assert check[engine]["argmax_agreement"] >= 0.99
+    sparse = manifest(tiny_chain / "int8")["sparse_form"]
+    assert sparse["written"] and sparse["layers_rewritten"] == LINEARS
+    if openvino_op.availability().ok:  # the sparse form: the QDQ model's labels, checked on the same examples
+        assert sparse["verification"]["status"] == "passed" and sparse["verification"]["num_examples"] == int(EVAL_N)
+        assert check["openvino-sparse"]["vs_qdq"]["argmax_agreement"] >= 0.999
+    else:
+        assert sparse["verification"]["summary"].startswith("verification skipped: ")
 
 
 @pytest.mark.slow
 def test_eval_scores_all_three_alike(tiny_chain: Path, tmp_path: Path) -> None:
-    """Same metrics JSON from the training folder (torch), the ONNX folder and the IR (OpenVINO)."""
+    """Same metrics JSON from the training folder (torch), the ONNX folder, the IR (OpenVINO) and the sparse form
+    (openvino-sparse, where the kernel is built)."""
     scores = {}
-    for label, target, extra in (
+    runs = [
         ("torch", tiny_chain / "stage2", []),
         ("onnxruntime", tiny_chain / "int8", []),
         ("openvino", tiny_chain / "int8", ["--engine", "openvino"]),
-    ):
+    ]
+    if openvino_op.availability().ok:
+        runs.append(("openvino-sparse", tiny_chain / "int8", ["--engine", "openvino-sparse"]))
+    for label, target, extra in runs:
         out = tmp_path / f"{label}.json"
         ok("eval", str(target), *TASK, "--max_eval_samples", EVAL_N, *extra, "--output", str(out))
         result = json.loads(out.read_text())
@@ -111,6 +124,7 @@ def test_eval_scores_all_three_alike(tiny_chain: Path, tmp_path: Path) -> None:
         scores[label] = result["validation"]["accuracy"]
     assert abs(scores["onnxruntime"] - scores["torch"]) <= 0.005
     assert abs(scores["openvino"] - scores["torch"]) <= 0.005
+    assert scores.get("openvino-sparse", scores["openvino"]) == scores["openvino"]
 
 
 @pytest.mark.slow
@@ -118,6 +132,7 @@ def test_fp32_export_is_the_dense_baseline(tiny_chain: Path) -> None:
     m = manifest(tiny_chain / "fp32")
     assert m["precision"] == "fp32" and m["formats"] == ["onnx"] and m["openvino"] is None
     assert not (tiny_chain / "fp32" / "openvino_model.xml").exists()
+    assert not (tiny_chain / "fp32" / "model.sparse.onnx").exists() and not m["sparse_form"]["written"]
     assert m["runtime"]["onnxruntime"]["int8_matmuls"] == 0
     assert m["verification"]["status"] == "passed"
     assert m["sparsity"]["overall"] < 0.01  # the teacher is dense

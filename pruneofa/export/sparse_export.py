@@ -1,0 +1,116 @@
+"""The sparse form beside an int8 export: model.sparse.onnx, written from the export's QDQ model.onnx (every int8
+Linear one SparseInt8Linear node holding K-group weights: `sparse_form.rewrite`), the facts the manifest records
+("sparse_form": layers rewritten, weight bytes vs dense int8 bytes, group fill), and its checks.
+
+Checked like the other engines, on the run graph and on the dev set: OpenVINO with pruneofa's extension
+(`openvino-sparse`) must run every rewritten Linear with the extension's kernel and predict the QDQ model's label
+(as OpenVINO, else onnxruntime, runs it) on at least `AGREEMENT` of the dev examples; a failure refuses the
+export. The file does not depend on this machine, its check does: where the extension cannot run here (not
+built, built against another OpenVINO) the file is still written and the manifest says "verification skipped"
+with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pruneofa.core.errors import ModelError, PruneofaError
+from pruneofa.runtime.engines import OPENVINO_SPARSE, SPARSE_ONNX, Engine, open_engine, sparse_unavailable
+
+AGREEMENT = 0.999  # share of dev examples whose label must be the QDQ model's (float rounding may flip a tie)
+Score = Callable[[Engine], tuple[dict[str, Any], np.ndarray]]  # engine -> (metrics per split, dev logits)
+
+
+def not_written(reason: str) -> dict[str, Any]:
+    return {"written": False, "reason": reason}
+
+
+def write(folder: Path, qdq_path: Path, quantized_linears: int) -> dict[str, Any]:
+    """Write folder/model.sparse.onnx from the QDQ model at `qdq_path`; the manifest's "sparse_form" facts."""
+    import onnx
+
+    from pruneofa.export.sparse_form import rewrite
+    from pruneofa.kernels.openvino_op import DOMAIN, OP_TYPE
+
+    proto = onnx.load(str(qdq_path))
+    facts = rewrite(proto)
+    if not facts.layers:
+        return not_written(f"no int8 Linear in {qdq_path.name} to rewrite")
+    onnx.save(proto, str(folder / SPARSE_ONNX))
+    return {
+        "written": True,
+        "file": SPARSE_ONNX,
+        "engine": OPENVINO_SPARSE,
+        "op": f"{DOMAIN}.{OP_TYPE}",
+        "layers_rewritten": facts.layers,
+        "quantized_linears": quantized_linears,
+        "weight_bytes": facts.weight_bytes,  # K-group form: 4 int8 values + a uint16 group index per group
+        "dense_int8_bytes": facts.dense_int8_bytes,
+        "weight_bytes_ratio": facts.weight_bytes / facts.dense_int8_bytes if facts.dense_int8_bytes else None,
+        "group_fill": facts.group_fill,  # non-empty 4-wide input groups / all groups
+    }
+
+
+def _skipped(facts: dict[str, Any], reason: str) -> None:
+    facts["verification"] = {"status": "skipped", "reason": reason, "summary": f"verification skipped: {reason}"}
+
+
+def check_runtime(folder: Path, facts: dict[str, Any]) -> bool:
+    """Whether the sparse form can be run here; when it can, it must run every rewritten Linear in the
+    extension's kernel (facts["runtime"] says what ran); when it cannot, facts say why."""
+    problem = sparse_unavailable()
+    if problem:
+        _skipped(facts, problem)
+        return False
+    info = open_engine(folder, OPENVINO_SPARSE).describe()
+    if info["sparse_linears"] < facts["layers_rewritten"]:
+        raise ModelError(
+            f"{OPENVINO_SPARSE} runs {info['sparse_linears']} of the {facts['layers_rewritten']} rewritten Linears "
+            f"of {SPARSE_ONNX} in pruneofa's kernel; the export is refused (pass --no_sparse_form to export without "
+            "it, and report this with the versions)"
+        )
+    facts["runtime"] = {**info, "model": Path(info["model"]).name}
+    return True
+
+
+def skip_dev_check(facts: dict[str, Any], reason: str) -> None:
+    """The export's dev-set check did not run (no dev data, --no_verify): nor does the sparse form's."""
+    if facts.get("runtime"):
+        _skipped(facts, f"not checked on dev data: {reason}")
+
+
+def check_on_dev(
+    folder: Path, facts: dict[str, Any], score: Score, logits: dict[str, np.ndarray], split: str, output_dir: Path
+) -> dict[str, Any]:
+    """Score the sparse form on the dev split and compare its labels with the QDQ model's (`logits` holds the
+    dev logits of torch and of each engine that ran the QDQ model); its verification entry, or the refusal."""
+    from pruneofa.scoring import logit_agreement
+
+    metrics, got = score(open_engine(folder, OPENVINO_SPARSE))
+    reference = "openvino" if "openvino" in logits else "onnxruntime"
+    same = logit_agreement(logits[reference], got)
+    n = len(got)
+    if same["argmax_agreement"] < AGREEMENT:
+        differ = round((1 - same["argmax_agreement"]) * n)
+        raise PruneofaError(
+            f"export verification failed: {SPARSE_ONNX} ({OPENVINO_SPARSE}) predicts another label than the QDQ "
+            f"model on {reference} for {differ} of {n} {split} examples (agreement {same['argmax_agreement']:.2%}, "
+            f"needs >= {AGREEMENT:.1%}); nothing was written to {output_dir}; pass --no_sparse_form to export "
+            "without the sparse form (and report this with the versions)"
+        )
+    check = {
+        "status": "passed",
+        "qdq_engine": reference,
+        "num_examples": n,
+        "argmax_agreement": same["argmax_agreement"],
+        "max_abs_diff": same["max_abs_diff"],
+        "required_agreement": AGREEMENT,
+        "summary": f"verified: the label of the QDQ model on {reference} for {same['argmax_agreement']:.2%} of "
+        f"{n} {split} examples",
+    }
+    facts["verification"] = check
+    return {"metrics": metrics, **logit_agreement(logits["torch"], got), "vs_qdq": {**same, "engine": reference}}
