@@ -21,7 +21,14 @@ extern "C" {
 #define POFA_API __attribute__((visibility("default")))
 
 /* Kernel paths; POFA_ISA_AUTO picks the best the CPU runs (or $PRUNEOFA_SPARSE_ISA when set). */
-enum { POFA_ISA_AUTO = -1, POFA_ISA_SCALAR = 0, POFA_ISA_AVX2 = 1, POFA_ISA_AVX512_VNNI = 2, POFA_ISA_COUNT = 3 };
+enum {
+    POFA_ISA_AUTO = -1,
+    POFA_ISA_SCALAR = 0,
+    POFA_ISA_AVX2 = 1,
+    POFA_ISA_AVX512_VNNI = 2,
+    POFA_ISA_AMX = 3, /* AMX-INT8 tiles fed from bitmask-compressed weights (see kernel_amx.cpp) */
+    POFA_ISA_COUNT = 4
+};
 
 typedef struct {
     int32_t rows;             /* N, output features */
@@ -31,7 +38,7 @@ typedef struct {
     const int32_t* values;    /* [row_ptr[N]] 4 int8 weights per group */
 } pofa_weights;
 
-/* Name of a path ("scalar", "avx2", "avx512_vnni"), NULL for an unknown one. */
+/* Name of a path ("scalar", "avx2", "avx512_vnni", "amx"), NULL for an unknown one. */
 POFA_API const char* pofa_isa_name(int isa);
 /* 1 if this CPU (and OS) can run the path. */
 POFA_API int pofa_isa_supported(int isa);

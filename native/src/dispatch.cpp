@@ -1,25 +1,55 @@
 // The C API: path selection at run time (CPU flags, or $PRUNEOFA_SPARSE_ISA to force one so every path can be
 // tested and benchmarked on any machine), activation packing, and a split of the output rows over threads.
+#include <cpuid.h>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <vector>
+#ifdef __linux__
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "kernel.hpp"
 
 namespace pofa {
 namespace {
 
-const char* const kNames[POFA_ISA_COUNT] = {"scalar", "avx2", "avx512_vnni"};
+const char* const kNames[POFA_ISA_COUNT] = {"scalar", "avx2", "avx512_vnni", "amx"};
+
+bool avx512_vnni() {
+    // libgcc's checks include the OS enabling the AVX-512 register state (XCR0).
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+}
+
+// AMX-TILE + AMX-INT8 (+ AVX512-VBMI2 for vpexpandb), the OS saving the tile state (XCR0 bits 17-18), and, on
+// Linux, this process's permission to use the tile data (asked once; the permission is per process).
+bool amx_usable() {
+    static const bool usable = [] {
+        unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+        if (!avx512_vnni() || !__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+        const bool tile = (edx >> 24) & 1u, int8 = (edx >> 25) & 1u, vbmi2 = (ecx >> 6) & 1u;
+        if (!(tile && int8 && vbmi2)) return false;
+        unsigned xcr0_lo = 0, xcr0_hi = 0;
+        asm volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+        if ((xcr0_lo & (3u << 17)) != (3u << 17)) return false;
+#ifdef __linux__
+        constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+        return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+        return false;
+#endif
+    }();
+    return usable;
+}
 
 bool cpu_has(int isa) {
     switch (isa) {
         case POFA_ISA_SCALAR: return true;
         case POFA_ISA_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-        case POFA_ISA_AVX512_VNNI:
-            // libgcc's checks include the OS enabling the AVX-512 register state (XCR0).
-            return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                   __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+        case POFA_ISA_AVX512_VNNI: return avx512_vnni();
+        case POFA_ISA_AMX: return amx_usable();
         default: return false;
     }
 }
@@ -45,14 +75,15 @@ int run(const pofa_weights* w, const uint8_t* x_u8, const float* x_f32, int64_t 
     const Kernel* kernel = kernel_for(isa);
     if (kernel == nullptr || w == nullptr || tokens < 0) return -1;
     if (tokens == 0 || w->rows == 0) return 0;
-    std::vector<uint8_t> x4(packed_bytes(tokens, w->cols) + 64);
+    const std::unique_ptr<PreparedWeights> prepared = kernel->prepare ? kernel->prepare(*w) : nullptr;
+    std::vector<uint8_t> x4(kernel->activation_bytes(tokens, w->cols) + 64);
     if (x_u8 != nullptr) {
         kernel->pack_u8(x_u8, tokens, w->cols, x4.data());
     } else {
-        kernel->quantize_pack(x_f32, tokens, w->cols, scale, zp, x4.data());
+        kernel->quantize_pack(x_f32, tokens, w->cols, scale, zp, x4.data(), 0, tokens);  // x4 is zero-filled
     }
     const Activations a{x4.data(), tokens, padded_tokens(tokens)};
-    parallel_rows(row_blocks(*w), threads, [&](int64_t b, int64_t e) { kernel->compute(*w, a, out, b, e); });
+    parallel_rows(row_blocks(*w), threads, [&](int64_t b, int64_t e) { kernel->compute(*w, prepared.get(), a, out, b, e); });
     return 0;
 }
 
@@ -64,6 +95,7 @@ const Kernel* kernel_for(int isa) {
     isa = resolve_isa(isa);
     if (isa < 0 || isa >= POFA_ISA_COUNT || !cpu_has(isa)) return nullptr;
     switch (isa) {
+        case POFA_ISA_AMX: return &kernel_amx();
         case POFA_ISA_AVX512_VNNI: return &kernel_avx512_vnni();
         case POFA_ISA_AVX2: return &kernel_avx2();
         default: return &kernel_scalar();

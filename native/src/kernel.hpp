@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 #include "pruneofa_sparse.h"
 
@@ -45,18 +46,31 @@ struct Output {
     const float* offset;
 };
 
+// A path's own form of a layer's weights, built once per layer (the AMX path's compressed tiles); the K-group
+// paths read pofa_weights as they are and need none.
+struct PreparedWeights {
+    virtual ~PreparedWeights() = default;
+};
+
 struct Kernel {
+    // Bytes of this path's activation layout (the K-group paths: packed_bytes; AMX: token-major rows).
+    size_t (*activation_bytes)(int64_t tokens, int32_t cols);
     void (*pack_u8)(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4);
+    // Tokens [t_begin, t_end) of x, quantized as QuantizeLinear, into the layout `x4`, which the caller has
+    // zero-filled (the padding stays 0); disjoint token ranges can be written in parallel.
     void (*quantize_pack)(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point,
-                          uint8_t* x4);
-    // Output rows [rb_begin * kRowBlock, rb_end * kRowBlock) for every token.
-    void (*compute)(const pofa_weights& w, const Activations& a, const Output& o, int64_t rb_begin,
-                    int64_t rb_end);
+                          uint8_t* x4, int64_t t_begin, int64_t t_end);
+    // nullptr where the path computes from pofa_weights directly.
+    std::unique_ptr<PreparedWeights> (*prepare)(const pofa_weights& w);
+    // Output rows [rb_begin * kRowBlock, rb_end * kRowBlock) for every token; `prepared` is prepare(w)'s result.
+    void (*compute)(const pofa_weights& w, const PreparedWeights* prepared, const Activations& a, const Output& o,
+                    int64_t rb_begin, int64_t rb_end);
 };
 
 const Kernel& kernel_scalar();
 const Kernel& kernel_avx2();
 const Kernel& kernel_avx512_vnni();
+const Kernel& kernel_amx();
 
 // The kernel of a path, or nullptr if unknown/unsupported; POFA_ISA_AUTO resolves through pofa_isa_selected().
 const Kernel* kernel_for(int isa);
@@ -65,7 +79,7 @@ int resolve_isa(int isa);
 // Portable pieces the ISA kernels share.
 void pack_u8_portable(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4);
 void quantize_pack_portable(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point,
-                            uint8_t* x4);
+                            uint8_t* x4, int64_t t_begin, int64_t t_end);
 uint8_t quantize_one(float x, float scale, int32_t zero_point);
 
 // tile[r][t] (row stride kMaxTile) holds rows n0..n0+nrows, tokens t0..t0+ntok: write them to the output.

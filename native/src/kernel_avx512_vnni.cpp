@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "kernel.hpp"
+#include "quantize_avx512.hpp"
 
 namespace pofa {
 namespace {
@@ -74,7 +75,7 @@ void token_block(const pofa_weights& w, const Activations& a, const Output& o, i
     }
 }
 
-void compute(const pofa_weights& w, const Activations& a, const Output& o, int64_t rb_begin, int64_t rb_end) {
+void compute(const pofa_weights& w, const PreparedWeights* /*unused: K-group form*/, const Activations& a, const Output& o, int64_t rb_begin, int64_t rb_end) {
     // One token block's activations (64 x K bytes) stay in L1/L2 while every row of the range is swept.
     for (int64_t t0 = 0; t0 < a.padded; t0 += kMaxTile) {
         switch (block_width(a.padded, t0) / 16) {
@@ -86,24 +87,18 @@ void compute(const pofa_weights& w, const Activations& a, const Output& o, int64
     }
 }
 
-void quantize_pack(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point, uint8_t* x4) {
+void quantize_pack(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point, uint8_t* x4,
+                   int64_t t_begin, int64_t t_end) {
     const int64_t padded = padded_tokens(tokens);
     const int32_t groups = col_groups(cols);
-    std::memset(x4, 0, packed_bytes(tokens, cols));
-    const __m512 vscale = _mm512_set1_ps(scale);
-    const __m512i vzp = _mm512_set1_epi32(zero_point);
-    const __m512i lo = _mm512_setzero_si512();
-    const __m512i hi = _mm512_set1_epi32(255);
+    const Quantizer16 quantize(scale, zero_point);
     alignas(16) uint32_t groups4[4];
-    for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t t = t_begin; t < t_end; ++t) {
         const float* row = x + t * cols;
         for (int32_t k = 0; k < cols; k += 16) {
             const int n = std::min(16, cols - k);
             const __mmask16 mask = static_cast<__mmask16>((1u << n) - 1u);
-            const __m512 v = _mm512_div_ps(_mm512_maskz_loadu_ps(mask, row + k), vscale);  // x / scale, as ONNX
-            const __m512i q = _mm512_add_epi32(
-                _mm512_cvtps_epi32(_mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)), vzp);
-            const __m512i clamped = _mm512_maskz_mov_epi32(mask, _mm512_min_epi32(_mm512_max_epi32(q, lo), hi));
+            const __m512i clamped = quantize(_mm512_maskz_loadu_ps(mask, row + k), mask);
             _mm_store_si128(reinterpret_cast<__m128i*>(groups4), _mm512_cvtepi32_epi8(clamped));
             for (int g = 0; g < (n + 3) / 4; ++g) {
                 std::memcpy(x4 + packed_offset(t, k / 4 + g, groups, padded), &groups4[g], 4);
@@ -115,7 +110,7 @@ void quantize_pack(const float* x, int64_t tokens, int32_t cols, float scale, in
 }  // namespace
 
 const Kernel& kernel_avx512_vnni() {
-    static const Kernel k{pack_u8_portable, quantize_pack, compute};
+    static const Kernel k{packed_bytes, pack_u8_portable, quantize_pack, nullptr, compute};
     return k;
 }
 

@@ -7,6 +7,7 @@
 // Inputs: 0 x f32 [..., cols]; 1 packed weights u8 (row_ptr int32 [rows + 1] | values int32 [G] | groups uint16
 // [G], G = row_ptr[rows]); 2 mult f32 [rows]; 3 offset f32 [rows]. Attributes: rows, cols, x_scale,
 // x_zero_point. Output: f32 [..., rows]. See pruneofa_sparse.h for the arithmetic.
+#include <array>
 #include <cstring>
 #include <mutex>
 #include <openvino/core/extension.hpp>
@@ -63,26 +64,34 @@ public:
     bool has_evaluate() const override { return true; }
 
     bool evaluate(ov::TensorVector& outputs, const ov::TensorVector& inputs) const override {
-        const Kernel* kernel = kernel_for(POFA_ISA_AUTO);
+        const int isa = resolve_isa(POFA_ISA_AUTO);  // per call, so $PRUNEOFA_SPARSE_ISA can switch paths
+        const Kernel* kernel = kernel_for(isa);
         if (kernel == nullptr) {
             throw std::runtime_error("pruneofa SparseInt8Linear: $PRUNEOFA_SPARSE_ISA names a path this CPU cannot "
-                                     "run (use scalar, avx2 or avx512_vnni, or unset it)");
+                                     "run (use scalar, avx2, avx512_vnni or amx, or unset it)");
         }
         const pofa_weights& w = weights(inputs[1]);
+        const PreparedWeights* form = prepared_form(*kernel, isa, w);
         const ov::Shape in_shape = inputs[0].get_shape();
         ov::Shape out_shape = in_shape;
         out_shape.back() = static_cast<size_t>(rows_);
         outputs[0].set_shape(out_shape);
         const int64_t tokens = static_cast<int64_t>(ov::shape_size(in_shape) / static_cast<size_t>(cols_));
         if (tokens == 0) return true;
-        std::vector<uint8_t> x4(packed_bytes(tokens, w.cols) + 64);
-        kernel->quantize_pack(inputs[0].data<const float>(), tokens, w.cols, x_scale_,
-                              static_cast<int32_t>(x_zero_point_), x4.data());
+        std::vector<uint8_t> x4(kernel->activation_bytes(tokens, w.cols) + 64);  // zero-filled: the padding
+        const float* x = inputs[0].data<const float>();
+        ov::parallel_nt(0, [&](const int ithr, const int nthr) {
+            kernel->quantize_pack(x, tokens, w.cols, x_scale_, static_cast<int32_t>(x_zero_point_), x4.data(),
+                                  tokens * ithr / nthr, tokens * (ithr + 1) / nthr);
+        });
         const Activations a{x4.data(), tokens, padded_tokens(tokens)};
         const Output o{nullptr, outputs[0].data<float>(), inputs[2].data<const float>(), inputs[3].data<const float>()};
         const int64_t blocks = row_blocks(w);
-        ov::parallel_for(static_cast<size_t>(blocks), [&](size_t b) {
-            kernel->compute(w, a, o, static_cast<int64_t>(b), static_cast<int64_t>(b) + 1);
+        // One contiguous range of row blocks per OpenVINO thread: a path's per-call set-up (AMX's tile
+        // configuration, its expanded-weights buffer) is paid once per thread, not once per block.
+        ov::parallel_nt(0, [&](const int ithr, const int nthr) {
+            const int64_t begin = blocks * ithr / nthr, end = blocks * (ithr + 1) / nthr;
+            if (begin < end) kernel->compute(w, form, a, o, begin, end);
         });
         return true;
     }
@@ -113,8 +122,22 @@ private:
         return prepared_->w;
     }
 
+    // The path's own form of the weights (AMX: compressed tiles), built on the path's first call.
+    const PreparedWeights* prepared_form(const Kernel& kernel, int isa, const pofa_weights& w) const {
+        if (kernel.prepare == nullptr) return nullptr;
+        auto& slot = prepared_->forms[static_cast<size_t>(isa)];
+        std::call_once(slot.once, [&] { slot.form = kernel.prepare(w); });
+        return slot.form.get();
+    }
+
+    struct Form {
+        std::once_flag once;
+        std::unique_ptr<PreparedWeights> form;
+    };
+
     struct Prepared {
         std::once_flag once;
+        std::array<Form, POFA_ISA_COUNT> forms;
         std::vector<int32_t> row_ptr;
         std::vector<int32_t> values;
         std::vector<uint16_t> groups;

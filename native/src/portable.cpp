@@ -29,11 +29,10 @@ void pack_u8_portable(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x
 }
 
 void quantize_pack_portable(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point,
-                            uint8_t* x4) {
+                            uint8_t* x4, int64_t t_begin, int64_t t_end) {
     const int64_t padded = padded_tokens(tokens);
     const int32_t groups = col_groups(cols);
-    std::memset(x4, 0, packed_bytes(tokens, cols));
-    for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t t = t_begin; t < t_end; ++t) {
         const float* row = x + t * cols;
         for (int32_t g = 0; g < groups; ++g) {
             uint8_t* dst = x4 + packed_offset(t, g, groups, padded);
@@ -59,7 +58,7 @@ void store_tile_portable(const int32_t* tile, int32_t rows, int32_t n0, int nrow
 
 namespace {
 
-void compute_scalar(const pofa_weights& w, const Activations& a, const Output& o, int64_t rb_begin, int64_t rb_end) {
+void compute_scalar(const pofa_weights& w, const PreparedWeights* /*unused: K-group form*/, const Activations& a, const Output& o, int64_t rb_begin, int64_t rb_end) {
     int32_t tile[kRowBlock * kMaxTile];
     for (int64_t t0 = 0; t0 < a.tokens; t0 += kMaxTile) {
         const int ntok = static_cast<int>(std::min<int64_t>(kMaxTile, a.tokens - t0));
@@ -88,7 +87,7 @@ void compute_scalar(const pofa_weights& w, const Activations& a, const Output& o
 }  // namespace
 
 const Kernel& kernel_scalar() {
-    static const Kernel k{pack_u8_portable, quantize_pack_portable, compute_scalar};
+    static const Kernel k{packed_bytes, pack_u8_portable, quantize_pack_portable, nullptr, compute_scalar};
     return k;
 }
 

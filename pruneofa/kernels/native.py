@@ -23,7 +23,7 @@ KERNEL_LIBRARY = HERE / "libpruneofa_sparse.so"
 OPENVINO_LIBRARY = HERE / "libpruneofa_openvino.so"
 BUILD_ERROR_FILE = HERE / "BUILD_ERROR.txt"  # written by setup.py when CMake failed
 ISA_ENV = "PRUNEOFA_SPARSE_ISA"
-ISA_NAMES = ("scalar", "avx2", "avx512_vnni")  # indices = the C enum
+ISA_NAMES = ("scalar", "avx2", "avx512_vnni", "amx")  # indices = the C enum
 AUTO = -1
 
 

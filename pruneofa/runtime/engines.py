@@ -244,7 +244,7 @@ def openvino_sparse_linears(model: Any, layers: list[dict[str, str]]) -> int:
 
 
 def sparse_kernel_isa() -> str:
-    """The kernel path the extension runs here (avx512_vnni, avx2 or scalar; $PRUNEOFA_SPARSE_ISA forces one)."""
+    """The kernel path the extension runs here (amx, avx512_vnni, avx2 or scalar; $PRUNEOFA_SPARSE_ISA forces one)."""
     from pruneofa.kernels import native
 
     try:

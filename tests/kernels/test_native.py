@@ -93,6 +93,24 @@ def test_fused_linear_matches_qdq_arithmetic(isa: str) -> None:
     np.testing.assert_allclose(got, reference_linear(x, w, w_scale, bias, 0.02, 120), rtol=1e-5, atol=1e-4)
 
 
+@needs_kernel
+@pytest.mark.parametrize("isa", native.ISA_NAMES)
+def test_quantizing_is_bit_exact_at_half_integers(isa: str) -> None:
+    """The AVX-512 paths divide by the scale as a product with its inverse and redo the rare ties exactly: an
+    identity weight reads the quantized activations back, to compare them with QuantizeLinear's, value by value."""
+    if isa not in paths():
+        pytest.skip(f"this CPU cannot run {isa}")
+    for scale in (np.float32(0.02), np.float32(0.0123457), np.float32(3.0)):
+        halves = ((np.arange(-300, 300) + 0.5) * scale).astype(np.float32)  # x / scale at (or next to) k + 0.5
+        x = np.concatenate([halves, np.nextafter(halves, np.float32(np.inf)), np.nextafter(halves, -np.inf)])
+        x = np.resize(x, (len(x) // 64 + 1) * 64).reshape(-1, 64)
+        expected = np.clip(np.rint(x / scale) + 77, 0, 255)  # float32 division, round half to even, as ONNX
+        identity = np.eye(64, dtype=np.int8)
+        ones, zeros = np.ones(64, np.float32), np.zeros(64, np.float32)
+        got = native.linear_f32(pack_groups(identity), x, float(scale), 77, ones, zeros, isa, threads=2)
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_packing_round_trips_and_counts_groups() -> None:
     rng = np.random.default_rng(3)
     w = sparse_int8(rng, 33, 70)
@@ -112,7 +130,7 @@ def test_packing_round_trips_and_counts_groups() -> None:
 @needs_kernel
 def test_bad_path_names_are_clear() -> None:
     w = pack_groups(np.ones((2, 4), np.int8))
-    with pytest.raises(PruneofaError, match="unknown; use one of scalar, avx2, avx512_vnni"):
+    with pytest.raises(PruneofaError, match="unknown; use one of scalar, avx2, avx512_vnni, amx"):
         native.gemm_s32(w, np.ones((1, 4), np.uint8), "amx9000")
 
 

@@ -1,0 +1,233 @@
+// AMX path. At batch 1 a dense int8 layer on AMX is bound by reading its weights, not by multiply-adds (the tile
+// unit does 1,024 u8*s8 products a cycle), so here the zeros pay in bytes: each 16-output x 64-input weight tile
+// is stored as one 64-bit mask per tile row plus its non-zero bytes (~0.23 bytes a weight at 90% sparsity,
+// against 1 for dense int8 and ~0.51 for the K-group form), expanded with vpexpandb into a dense VNNI-layout B
+// tile in an L1/L2-resident buffer, once per call for all tokens, and multiplied there by tdpbusd.
+//
+// Layouts. A (activations): token-major rows of the layer's K padded to 64 bytes, 16 tokens a tile. B: tile row q
+// holds, for each of the 16 outputs n, the 4 weights of inputs 4q..4q+3 (bytes 4n..4n+3), as tdpbusd wants.
+// C: 16 tokens x 16 outputs int32, written straight into the row-major output. Register blocking 2x2: two token
+// tiles by two output tiles (tmm0-3), their A (tmm4-5) and B (tmm6-7).
+// Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vbmi2 -mamx-tile -mamx-int8; called only when the CPU
+// reports them and Linux granted this process the tile data state (dispatch.cpp).
+#include <immintrin.h>
+
+#include <cstring>
+#include <vector>
+
+#include "kernel.hpp"
+#include "quantize_avx512.hpp"
+
+namespace pofa {
+namespace {
+
+constexpr int kTileK = 64;                 // input bytes per A tile row = 16 k-quads = B tile rows
+constexpr int kTileN = 16;                 // outputs per B/C tile
+constexpr int kTileBytes = 1024;           // one A or B tile, 16 x 64 bytes
+constexpr int kTileT = kTokenAlign;        // tokens per A/C tile
+
+int32_t k_blocks(int32_t cols) { return (cols + kTileK - 1) / kTileK; }
+int64_t row_stride(int32_t cols) { return static_cast<int64_t>(k_blocks(cols)) * kTileK; }
+
+// The compiler does not see the memory tile loads and stores touch (the intrinsics are asm without a memory
+// clobber): order them against plain loads and stores explicitly.
+inline void memory_barrier() { asm volatile("" ::: "memory"); }
+
+struct AmxWeights : PreparedWeights {
+    int32_t kblocks = 0;
+    int32_t nblocks = 0;
+    std::vector<uint64_t> masks;  // [nblocks][kblocks][16]: bit 4n+j of row q <=> w[16nb+n, 64kb+4q+j] != 0
+    std::vector<uint32_t> start;  // [nblocks * kblocks + 1]: offset of each tile's first non-zero in values
+    std::vector<int8_t> values;   // the non-zero bytes, tile by tile, row by row, in bit order (+64 bytes slack)
+};
+
+std::unique_ptr<PreparedWeights> prepare(const pofa_weights& w) {
+    auto p = std::make_unique<AmxWeights>();
+    p->kblocks = k_blocks(w.cols);
+    p->nblocks = (w.rows + kTileN - 1) / kTileN;
+    const size_t tiles = static_cast<size_t>(p->nblocks) * static_cast<size_t>(p->kblocks);
+    p->masks.assign(tiles * 16, 0);
+    p->start.assign(tiles + 1, 0);
+    p->values.reserve(static_cast<size_t>(w.row_ptr[w.rows]) * 4 + 64);
+    std::vector<int8_t> dense(static_cast<size_t>(p->kblocks) * kTileBytes);  // one output block, VNNI layout
+    for (int32_t nb = 0; nb < p->nblocks; ++nb) {
+        std::fill(dense.begin(), dense.end(), 0);
+        for (int n = 0; n < kTileN && nb * kTileN + n < w.rows; ++n) {
+            const int32_t row = nb * kTileN + n;
+            for (int32_t j = w.row_ptr[row]; j < w.row_ptr[row + 1]; ++j) {
+                const int32_t g = w.groups[j];  // inputs 4g..4g+3: k-block g/16, tile row g%16
+                std::memcpy(&dense[static_cast<size_t>(g / 16) * kTileBytes + (g % 16) * 64 + 4 * n], &w.values[j], 4);
+            }
+        }
+        for (int32_t kb = 0; kb < p->kblocks; ++kb) {
+            const size_t tile = static_cast<size_t>(nb) * p->kblocks + kb;
+            for (int q = 0; q < 16; ++q) {
+                const int8_t* bytes = &dense[static_cast<size_t>(kb) * kTileBytes + q * 64];
+                uint64_t mask = 0;
+                for (int b = 0; b < 64; ++b) {
+                    if (bytes[b] != 0) {
+                        mask |= uint64_t{1} << b;
+                        p->values.push_back(bytes[b]);
+                    }
+                }
+                p->masks[tile * 16 + q] = mask;
+            }
+            p->start[tile + 1] = static_cast<uint32_t>(p->values.size());
+        }
+    }
+    p->values.resize(p->values.size() + 64, 0);
+    return p;
+}
+
+struct alignas(64) TileConfig {
+    uint8_t palette = 1;
+    uint8_t start_row = 0;
+    uint8_t reserved[14] = {};
+    uint16_t colsb[16] = {};
+    uint8_t rows[16] = {};
+};
+
+void configure_tiles() {
+    TileConfig config;
+    for (int i = 0; i < 8; ++i) {
+        config.colsb[i] = 64;
+        config.rows[i] = 16;
+    }
+    _tile_loadconfig(&config);
+}
+
+// One output block's B tiles, all k-blocks, into `dst` (dense, 1 KB each).
+void expand_block(const AmxWeights& p, int32_t nb, int8_t* dst) {
+    const size_t first = static_cast<size_t>(nb) * p.kblocks;
+    const uint64_t* masks = &p.masks[first * 16];
+    const int8_t* src = &p.values[p.start[first]];
+    for (int32_t i = 0; i < p.kblocks * 16; ++i) {
+        const uint64_t mask = masks[i];
+        _mm512_store_si512(dst + static_cast<size_t>(i) * 64, _mm512_maskz_expandloadu_epi8(mask, src));
+        src += _mm_popcnt_u64(mask);
+    }
+}
+
+// C tile (16 tokens x 16 outputs int32, row stride 64 bytes) into the output: tokens t0.., outputs n0...
+inline void store_c(const int32_t* c, const Output& o, int32_t rows, int32_t n0, int64_t t0, int64_t tokens) {
+    const int nvalid = std::min(kTileN, rows - n0);
+    const __mmask16 mask = static_cast<__mmask16>((1u << nvalid) - 1u);
+    const int ntok = static_cast<int>(std::min<int64_t>(kTileT, tokens - t0));
+    if (o.mult == nullptr) {
+        for (int t = 0; t < ntok; ++t) {
+            _mm512_mask_storeu_epi32(o.s32 + (t0 + t) * rows + n0, mask, _mm512_load_si512(c + 16 * t));
+        }
+        return;
+    }
+    const __m512 mult = _mm512_maskz_loadu_ps(mask, o.mult + n0);
+    const __m512 offset = _mm512_maskz_loadu_ps(mask, o.offset + n0);
+    for (int t = 0; t < ntok; ++t) {
+        const __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * t)), mult, offset);
+        _mm512_mask_storeu_ps(o.f32 + (t0 + t) * rows + n0, mask, y);
+    }
+}
+
+// TT token tiles (from `a`, rows `stride` bytes apart) times NT output tiles (from `b`, k-blocks 1 KB apart, the
+// second output block `kblocks` tiles after the first), all k-blocks; results to `c` (TT*NT tiles of 1 KB).
+template <int TT, int NT>
+void multiply(const uint8_t* a, int64_t stride, const int8_t* b, int32_t kblocks, int32_t* c) {
+    const int64_t b_next = static_cast<int64_t>(kblocks) * kTileBytes;
+    _tile_zero(0);
+    if constexpr (NT > 1) _tile_zero(1);
+    if constexpr (TT > 1) _tile_zero(2);
+    if constexpr (TT > 1 && NT > 1) _tile_zero(3);
+    memory_barrier();  // the expanded B tiles are in memory before the tile loads read them
+    for (int32_t kb = 0; kb < kblocks; ++kb) {
+        _tile_loadd(4, a + kb * kTileK, stride);
+        if constexpr (TT > 1) _tile_loadd(5, a + 16 * stride + kb * kTileK, stride);
+        _tile_loadd(6, b + static_cast<int64_t>(kb) * kTileBytes, 64);
+        if constexpr (NT > 1) _tile_loadd(7, b + b_next + static_cast<int64_t>(kb) * kTileBytes, 64);
+        _tile_dpbusd(0, 4, 6);
+        if constexpr (NT > 1) _tile_dpbusd(1, 4, 7);
+        if constexpr (TT > 1) _tile_dpbusd(2, 5, 6);
+        if constexpr (TT > 1 && NT > 1) _tile_dpbusd(3, 5, 7);
+    }
+    _tile_stored(0, c, 64);
+    if constexpr (NT > 1) _tile_stored(1, c + 256, 64);
+    if constexpr (TT > 1) _tile_stored(2, c + 512, 64);
+    if constexpr (TT > 1 && NT > 1) _tile_stored(3, c + 768, 64);
+    memory_barrier();
+}
+
+template <int NT>
+void output_blocks(const pofa_weights& w, const AmxWeights& p, const Activations& a, const Output& o, int32_t nb,
+                   const int8_t* b, int32_t* c) {
+    const int64_t stride = row_stride(w.cols);
+    for (int64_t t0 = 0; t0 < a.padded; t0 += 2 * kTileT) {
+        const uint8_t* rows = a.x4 + t0 * stride;
+        const bool two = t0 + kTileT < a.padded;
+        if (two) {
+            multiply<2, NT>(rows, stride, b, p.kblocks, c);
+        } else {
+            multiply<1, NT>(rows, stride, b, p.kblocks, c);
+        }
+        for (int tt = 0; tt < (two ? 2 : 1); ++tt) {
+            for (int nt = 0; nt < NT; ++nt) {
+                store_c(c + 512 * tt + 256 * nt, o, w.rows, (nb + nt) * kTileN, t0 + tt * kTileT, a.tokens);
+            }
+        }
+    }
+}
+
+void compute(const pofa_weights& w, const PreparedWeights* prepared, const Activations& a, const Output& o,
+             int64_t rb_begin, int64_t rb_end) {
+    static_assert(kRowBlock == kTileN, "a row block is one output tile");
+    const auto& p = static_cast<const AmxWeights&>(*prepared);
+    // Two output blocks' expanded B tiles (2 x 48 KB at K = 3,072) and the C tiles, per thread.
+    thread_local std::vector<int8_t> expanded;
+    const size_t need = static_cast<size_t>(2 * p.kblocks) * kTileBytes + 64;
+    if (expanded.size() < need) expanded.resize(need);
+    int8_t* b = reinterpret_cast<int8_t*>((reinterpret_cast<uintptr_t>(expanded.data()) + 63) & ~uintptr_t{63});
+    alignas(64) int32_t c[4 * 256];
+    configure_tiles();
+    for (int64_t rb = rb_begin; rb < rb_end; rb += 2) {
+        const auto nb = static_cast<int32_t>(rb);
+        expand_block(p, nb, b);
+        if (rb + 1 < rb_end) {
+            expand_block(p, nb + 1, b + static_cast<size_t>(p.kblocks) * kTileBytes);
+            output_blocks<2>(w, p, a, o, nb, b, c);
+        } else {
+            output_blocks<1>(w, p, a, o, nb, b, c);
+        }
+    }
+    _tile_release();
+}
+
+size_t activation_bytes(int64_t tokens, int32_t cols) {
+    return static_cast<size_t>(padded_tokens(tokens)) * static_cast<size_t>(row_stride(cols));
+}
+
+void pack_u8(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4) {
+    const int64_t stride = row_stride(cols);
+    std::memset(x4, 0, activation_bytes(tokens, cols));
+    for (int64_t t = 0; t < tokens; ++t) std::memcpy(x4 + t * stride, x + t * cols, static_cast<size_t>(cols));
+}
+
+void quantize_pack(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point, uint8_t* x4,
+                   int64_t t_begin, int64_t t_end) {
+    const int64_t stride = row_stride(cols);
+    const Quantizer16 quantize(scale, zero_point);
+    for (int64_t t = t_begin; t < t_end; ++t) {
+        const float* row = x + t * cols;
+        uint8_t* dst = x4 + t * stride;
+        for (int32_t k = 0; k < cols; k += 16) {
+            const int n = std::min(16, cols - k);
+            const __mmask16 mask = static_cast<__mmask16>((1u << n) - 1u);
+            _mm512_mask_cvtepi32_storeu_epi8(dst + k, mask, quantize(_mm512_maskz_loadu_ps(mask, row + k), mask));
+        }
+    }
+}
+
+}  // namespace
+
+const Kernel& kernel_amx() {
+    static const Kernel k{activation_bytes, pack_u8, quantize_pack, prepare, compute};
+    return k;
+}
+
+}  // namespace pofa
