@@ -39,9 +39,10 @@ def train(config: TrainConfig, *, ddp_backend: str | None = None) -> TrainResult
         return train_stage(config, rt)
 
 
-def sparsify(model: str, config: SparsifyConfig) -> dict[str, Any]:
-    """Make a sparse pre-trained starting point from a dense model (folder, Hub id or built-in name); returns the
-    sparsity report also written to `config.output_dir/sparsity.json`."""
+def sparsify(model: str | None, config: SparsifyConfig) -> dict[str, Any]:
+    """Make a sparse starting point from a dense model (folder, Hub id or built-in name), or with method "task" from
+    the fine-tuned teacher `config.task.teacher` (then `model` may be None); returns the sparsity report also
+    written to `config.output_dir/sparsity.json`."""
     from pruneofa.compress.sparsify import sparsify as sparsify_model
 
     return sparsify_model(model, config)

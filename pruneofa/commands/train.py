@@ -71,6 +71,24 @@ def train(
         tuple[float, float],
         opt("--loss_weights", help="Weights of the two losses; 0 1 is pure distillation."),
     ] = (0.5, 0.5),
+    hidden_distill_weight: Annotated[
+        float,
+        opt(
+            "--hidden_distill_weight",
+            help="Also match the teacher's hidden states, layer by layer (MSE on real tokens, embeddings included; "
+            "TinyBERT), with this weight added to --loss_weights' losses. 0 = off. Needs a teacher with the "
+            "student's number of layers and hidden size; the teacher then runs on every batch instead of once.",
+        ),
+    ] = 0.0,
+    attention_distill_weight: Annotated[
+        float,
+        opt(
+            "--attention_distill_weight",
+            help="Also match the teacher's attention maps, per layer and head (KL on real tokens; MiniLM), with "
+            "this weight. 0 = off. Needs the teacher's shape (layers, hidden size, heads) and the slower eager "
+            "attention.",
+        ),
+    ] = 0.0,
     no_cuda: Annotated[bool, opt("--no_cuda", help="Train on CPU even if CUDA is available.")] = False,
     local_rank: Annotated[
         int | None,
@@ -146,6 +164,8 @@ def train(
         temperature=temperature,
         loss_types=loss_types,
         loss_weights=loss_weights,
+        hidden_distill_weight=hidden_distill_weight,
+        attention_distill_weight=attention_distill_weight,
         no_cuda=no_cuda,
         max_train_samples=max_train_samples,
         max_eval_samples=max_eval_samples,

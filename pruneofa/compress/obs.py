@@ -13,16 +13,18 @@ the same input and share one H. Padding tokens are left out of H.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from pruneofa.compress import sparsity
+from pruneofa.compress.prune_once import Example, encode
 from pruneofa.core.errors import PruneofaError
 
 _SIBLINGS = ("query", "key", "value")  # one attention input, one Hessian
+CALIBRATION_TEXTS = 256  # calibration texts a pruning run reads (H = X^T X per layer)
 
 
 def prune_weight_(
@@ -108,16 +110,17 @@ def _hessian(model: nn.Module, layer: nn.Linear, batches: list[dict[str, torch.T
     return h
 
 
-def calibration_batches(tokenizer: Any, texts: list[str], batch_size: int, max_length: int) -> Iterator[dict[str, Any]]:
+def calibration_batches(
+    tokenizer: Any, texts: Sequence[Example], batch_size: int, max_length: int
+) -> Iterator[dict[str, Any]]:
     for start in range(0, len(texts), batch_size):
-        chunk = texts[start : start + batch_size]
-        yield dict(tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
+        yield encode(tokenizer, texts[start : start + batch_size], max_length)
 
 
 def obs_prune_(
     model: nn.Module,
     tokenizer: Any,
-    texts: list[str],
+    texts: Sequence[Example],
     target: float,
     names: list[str] | None = None,
     batch_size: int = 16,

@@ -8,6 +8,10 @@ unlabeled text. Hidden-state distillation needs no language-model head, so any e
 
 Between pruning events the masks are re-applied after every optimizer step (the same pattern lock as training),
 and the last stretch of steps trains at the final sparsity so the student recovers from the last cut.
+
+The loop (`prune_on_schedule`) takes the loss and the pruner as functions: `gradual_prune` here (hidden states of
+the dense pre-trained model, magnitude), and the task-aware method in task_prune.py (the fine-tuned teacher's
+logits + hidden states, magnitude or OBS) share it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import copy
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,15 +79,69 @@ def hidden_state_loss(
     return torch.stack(losses).mean()
 
 
-def _batches(texts: list[str], tokenizer: PreTrainedTokenizerBase, cfg: GradualConfig) -> Iterator[dict[str, Any]]:
+Example = str | tuple[str, ...]  # one text, or a sentence pair (tokenized as a pair)
+LossFn = Callable[[dict[str, Any]], dict[str, torch.Tensor]]  # batch -> {"loss": what is minimized, parts to log}
+PruneFn = Callable[[float], dict[str, torch.Tensor]]  # prune the student in place to this sparsity -> keep-masks
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], max_seq_length: int) -> dict[str, Any]:
+    """Token ids of texts or of sentence pairs, padded to the longest, truncated to `max_seq_length`."""
+    if examples and isinstance(examples[0], tuple):
+        columns = [list(side) for side in zip(*examples, strict=True)]  # one list per side: (texts,) or (a, b)
+    else:
+        columns = [[str(text) for text in examples]]
+    return dict(tokenizer(*columns, truncation=True, max_length=max_seq_length, padding=True, return_tensors="pt"))
+
+
+def text_batches(
+    examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase, cfg: GradualConfig
+) -> Iterator[dict[str, Any]]:
     """Endless shuffled batches of tokenized text (reshuffled each pass, seeded)."""
     rng = random.Random(cfg.seed)
-    order = list(range(len(texts)))
+    order = list(range(len(examples)))
     while True:
         rng.shuffle(order)
         for i in range(0, len(order) - cfg.batch_size + 1, cfg.batch_size):
-            chunk = [texts[j] for j in order[i : i + cfg.batch_size]]
-            yield tokenizer(chunk, truncation=True, max_length=cfg.max_seq_length, padding=True, return_tensors="pt")
+            yield encode(tokenizer, [examples[j] for j in order[i : i + cfg.batch_size]], cfg.max_seq_length)
+
+
+def prune_on_schedule(
+    student: nn.Module,
+    batches: Iterator[dict[str, Any]],
+    loss_of: LossFn,
+    prune_to: PruneFn,
+    cfg: GradualConfig,
+    desc: str = "prune-once",
+) -> list[dict[str, float]]:
+    """The shared gradual-pruning loop: prune to the cubic schedule's sparsity at each pruning event, minimize
+    `loss_of(batch)["loss"]` with AdamW, re-apply the masks after every step; ends at exactly cfg.target with the
+    pattern checked. Returns the log (every part of the loss, and the sparsity, ~50 times over the run)."""
+    torch.manual_seed(cfg.seed)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.learning_rate, eps=1e-6)
+    masks: dict[str, torch.Tensor] | None = None
+    current = cfg.initial
+    log: list[dict[str, float]] = []
+    student.train()
+    bar = tqdm(range(cfg.steps), desc=desc, dynamic_ncols=True)
+    for step in bar:
+        scheduled = cubic_sparsity(step, cfg)
+        if (step % cfg.prune_every == 0 and scheduled > current) or (step == cfg.window[1] and current < cfg.target):
+            masks = prune_to(scheduled)
+            current = scheduled
+        losses = loss_of(next(batches))
+        losses["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if masks is not None:
+            sparsity.apply_masks_(student, masks)
+        bar.set_postfix(loss=f"{losses['loss'].item():.4f}", sparsity=f"{current:.3f}")
+        if step % max(1, cfg.steps // 50) == 0 or step == cfg.steps - 1:
+            log.append({"step": step, **{k: v.item() for k, v in losses.items()}, "sparsity": current})
+    if masks is None or not math.isclose(current, cfg.target):
+        masks = prune_to(cfg.target)  # a schedule too short to reach the target
+    sparsity.check_pattern(student, masks)
+    student.eval()
+    return log
 
 
 def gradual_prune(
@@ -92,43 +150,27 @@ def gradual_prune(
     """Prune `dense` in place to cfg.target while distilling from a frozen copy; returns the loss/sparsity log."""
     if len(texts) < cfg.batch_size:
         raise PruneofaError(f"--text_file: {len(texts)} texts, fewer than one batch ({cfg.batch_size}); give more text")
-    torch.manual_seed(cfg.seed)
     teacher = copy.deepcopy(dense).eval().requires_grad_(False)
     names = sparsity.prunable_weight_names(dense)
-    optimizer = torch.optim.AdamW(dense.parameters(), lr=cfg.learning_rate, eps=1e-6)
-    masks: dict[str, torch.Tensor] | None = None
-    current = cfg.initial
-    log: list[dict[str, float]] = []
-    dense.train()
-    batches = _batches(texts, tokenizer, cfg)
-    bar = tqdm(range(cfg.steps), desc="prune-once", dynamic_ncols=True)
-    for step in bar:
-        scheduled = cubic_sparsity(step, cfg)
-        if (step % cfg.prune_every == 0 and scheduled > current) or (step == cfg.window[1] and current < cfg.target):
-            masks = sparsity.magnitude_prune_(dense, scheduled, names)
-            current = scheduled
-        batch = next(batches)
+
+    def loss_of(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             target_states = teacher(**batch, output_hidden_states=True).hidden_states
-        loss = hidden_state_loss(
-            dense(**batch, output_hidden_states=True).hidden_states, target_states, batch["attention_mask"]
-        )
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if masks is not None:
-            sparsity.apply_masks_(dense, masks)
-        bar.set_postfix(loss=f"{loss.item():.4f}", sparsity=f"{current:.3f}")
-        if step % max(1, cfg.steps // 50) == 0 or step == cfg.steps - 1:
-            log.append({"step": step, "loss": loss.item(), "sparsity": current})
-    if masks is None or not math.isclose(current, cfg.target):
-        masks = sparsity.magnitude_prune_(dense, cfg.target, names)  # a schedule too short to reach the target
-    sparsity.check_pattern(dense, masks)
-    return {"log": log}
+        states = dense(**batch, output_hidden_states=True).hidden_states
+        return {"loss": hidden_state_loss(states, target_states, batch["attention_mask"])}
+
+    def prune_to(target: float) -> dict[str, torch.Tensor]:
+        return sparsity.magnitude_prune_(dense, target, names)
+
+    return {"log": prune_on_schedule(dense, text_batches(texts, tokenizer, cfg), loss_of, prune_to, cfg)}
 
 
 def distillation_gap(
-    student: nn.Module, teacher: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: list[str], max_seq_length: int
+    student: nn.Module,
+    teacher: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[Example],
+    max_seq_length: int,
 ) -> float:
     """Hidden-state MSE of student vs teacher on held-out text: how much the pruned encoder drifted."""
     student.eval()
@@ -136,9 +178,7 @@ def distillation_gap(
     total, count = 0.0, 0
     with torch.inference_mode():
         for i in range(0, len(texts), 32):
-            batch = tokenizer(
-                texts[i : i + 32], truncation=True, max_length=max_seq_length, padding=True, return_tensors="pt"
-            )
+            batch = encode(tokenizer, texts[i : i + 32], max_seq_length)
             s = student(**batch, output_hidden_states=True).hidden_states
             t = teacher(**batch, output_hidden_states=True).hidden_states
             total += hidden_state_loss(s, t, batch["attention_mask"]).item() * len(texts[i : i + 32])

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar, Union
+from typing import Any, ClassVar, TypeVar, Union
 
 import tomllib
 
@@ -49,14 +49,27 @@ class TeacherSection:
 @dataclass(frozen=True)
 class StudentSection:
     path: str | None = None  # a sparse pre-trained model (e.g. Intel's): used as is
-    dense_model: str = "minilm-l6"  # otherwise this one is pruned by `sparsify`
+    dense_model: str = "minilm-l6"  # otherwise this one is pruned by `sparsify` (not read by method "task")
     sparsity: float = 0.9
-    method: str = "gradual"
-    text_file: str = "rotten_tomatoes"
+    method: str = "gradual"  # magnitude, obs, gradual, or task: the teacher step's output pruned on [data]
+    text_file: str = "rotten_tomatoes"  # unlabeled text of obs / gradual (magnitude: drift measure only)
     steps: int = 600
     prune_every: int = 20
     learning_rate: float = 5e-5
     batch_size: int = 32
+    # method "task" only (`sparsify --method task`): what picks the weights, the transfer set, the loss
+    pruner: str = "magnitude"
+    transfer_set: bool = True
+    temperature: float = 2.0
+    hidden_weight: float = 1.0
+
+    TASK_ONLY: ClassVar[tuple[str, ...]] = ("pruner", "transfer_set", "temperature", "hidden_weight")
+
+    def fingerprint_json(self) -> dict[str, Any]:
+        """The keys its step depends on: the task-only keys only for method "task" (so adding them did not
+        change the fingerprint, and re-make the students, of other recipes)."""
+        values = dataclasses.asdict(self)
+        return values if self.method == "task" else {k: v for k, v in values.items() if k not in self.TASK_ONLY}
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,8 @@ class StageSection:
     temperature: float = 2.0
     loss_weights: tuple[float, float] = (0.0, 1.0)
     pad_to_max_length: bool = False
+    hidden_distill_weight: float = 0.0  # `pruneofa train --hidden_distill_weight`: 0 = logits only
+    attention_distill_weight: float = 0.0  # `pruneofa train --attention_distill_weight`
 
 
 @dataclass(frozen=True)
@@ -229,8 +244,8 @@ def _validate(recipe: Recipe, where: str) -> None:
     from pruneofa.data.tasks import get_task
 
     get_task(recipe.data.task_name)
-    if recipe.student.method not in ("magnitude", "gradual", "obs"):
-        raise PruneofaError(f"{where} [student] method {recipe.student.method!r}: use magnitude, gradual or obs")
+    if recipe.student.method not in ("magnitude", "gradual", "obs", "task"):
+        raise PruneofaError(f"{where} [student] method {recipe.student.method!r}: use magnitude, gradual, obs or task")
     if not 0.0 <= recipe.student.sparsity < 1.0:
         raise PruneofaError(f"{where} [student] sparsity {recipe.student.sparsity}: must be in [0, 1)")
     for name in ("stage1", "stage2"):
@@ -262,7 +277,8 @@ def _check_files(recipe: Recipe, where: str) -> None:
         if not Path(value).is_file():
             raise PruneofaError(f"{named}: no such file (a relative path is read from the current folder); fix it")
     text = recipe.student.text_file
-    if recipe.student.path is None and text != "rotten_tomatoes" and not Path(text).is_file():
+    reads_text = recipe.student.path is None and recipe.student.method != "task"
+    if reads_text and text != "rotten_tomatoes" and not Path(text).is_file():
         raise PruneofaError(
             f"{where} [student] text_file {text!r}: no such file; give a text file (one text per line) or "
             "'rotten_tomatoes' for the built-in unlabeled text"

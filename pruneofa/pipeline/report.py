@@ -141,6 +141,11 @@ def write_report(recipe: Recipe, root: Path, state: dict[str, Any]) -> Path:
             f", held-out hidden-state MSE vs dense {student['held_out_hidden_mse']:.4g}"
             if "held_out_hidden_mse" in student
             else ""
+        )
+        + (
+            f", agreement with the teacher on held-out text {student['held_out_agreement']:.4f}"
+            if "held_out_agreement" in student
+            else ""
         ),
         f"- stage 2: {stage2.get('overall', float('nan')):.4f} overall (pattern locked: {stage2.get('locked')})",
         "",

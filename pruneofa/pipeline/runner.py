@@ -32,7 +32,7 @@ STATE_FILE = "pipeline.json"
 def plan(recipe: Recipe, root: Path, rt: Runtime) -> list[Step]:
     """Every step in order, with fingerprints chained through their inputs."""
     teacher = teacher_step(recipe, root, rt)
-    student = student_step(recipe, root)
+    student = student_step(recipe, root, teacher)
     student_ref = str(student.output) if student else recipe.student.path or ""
     upstream = {"teacher": teacher.fingerprint, "student": student.fingerprint if student else student_ref}
     s1_cfg = stage_config(recipe, recipe.stage1, root / "stage1", student_ref, str(teacher.output))

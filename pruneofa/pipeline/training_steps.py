@@ -62,6 +62,8 @@ def stage_config(recipe: Recipe, stage: StageSection, out: Path, student: str, t
             num_train_epochs=stage.epochs,
             temperature=stage.temperature,
             loss_weights=stage.loss_weights,
+            hidden_distill_weight=stage.hidden_distill_weight,
+            attention_distill_weight=stage.attention_distill_weight,
             pad_to_max_length=stage.pad_to_max_length,
             **data_args(recipe),
         )
@@ -103,14 +105,18 @@ def teacher_step(recipe: Recipe, root: Path, rt: Runtime) -> Step:
     )
 
 
-def student_step(recipe: Recipe, root: Path) -> Step | None:
+def student_step(recipe: Recipe, root: Path, teacher: Step) -> Step | None:
+    """The sparse student made by `sparsify`; with method "task" from the teacher step's output (so it depends on
+    that step: its fingerprint is in this one's inputs) on the recipe's [data]."""
     s = recipe.student
     if s.path:
         return None
+    task_aware = s.method == "task"
 
     def make() -> SparsifyConfig:
         from pruneofa.compress.prune_once import GradualConfig
         from pruneofa.compress.sparsify import SparsifyConfig
+        from pruneofa.compress.task_prune import TaskPruneConfig
 
         gradual = GradualConfig(
             target=s.sparsity,
@@ -121,13 +127,31 @@ def student_step(recipe: Recipe, root: Path) -> Step | None:
             max_seq_length=recipe.data.max_seq_length,
             seed=recipe.data.seed,
         )
+        d = recipe.data
+        task = (
+            TaskPruneConfig(
+                teacher=str(teacher.output),
+                task_name=d.task_name,
+                train_file=Path(d.train_file) if d.train_file else None,
+                validation_file=Path(d.validation_file) if d.validation_file else None,
+                max_train_samples=d.max_train_samples,
+                max_eval_samples=d.max_eval_samples,
+                transfer_set=s.transfer_set,
+                pruner=s.pruner,  # type: ignore[arg-type]  # validated by TaskPruneConfig
+                temperature=s.temperature,
+                hidden_weight=s.hidden_weight,
+            )
+            if task_aware
+            else None
+        )
         return SparsifyConfig(
             output_dir=root / "student",
             sparsity=s.sparsity,
             method=s.method,  # type: ignore[arg-type]  # validated by the recipe
-            text_file=s.text_file,
+            text_file=None if task_aware else s.text_file,
             schedule=gradual,
             overwrite_output_dir=True,
+            task=task,
         )
 
     cfg = build(recipe, "student", "[student], [data]", make)  # at plan time, so --dry_run checks it too
@@ -135,7 +159,11 @@ def student_step(recipe: Recipe, root: Path) -> Step | None:
     def run() -> dict[str, Any]:
         from pruneofa.compress.sparsify import sparsify
 
-        report = sparsify(s.dense_model, cfg)
-        return {k: report.get(k) for k in ("method", "overall", "held_out_hidden_mse")}
+        report = sparsify(None if task_aware else s.dense_model, cfg)
+        keys = ("method", "overall", "held_out_hidden_mse", "held_out_kd_loss", "held_out_agreement", "dev")
+        return {k: report[k] for k in keys if k in report}
 
-    return Step("student", {"student": recipe.section_json("student")}, root / "student", run)
+    inputs: dict[str, Any] = {"student": s.fingerprint_json()}
+    if task_aware:
+        inputs.update(data=data_args(recipe), teacher=teacher.fingerprint)
+    return Step("student", inputs, root / "student", run)

@@ -6,9 +6,12 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pruneofa.core.errors import PruneofaError
+
+if TYPE_CHECKING:
+    from pruneofa.compress.intermediate import LayerDistillConfig
 
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 
@@ -43,6 +46,8 @@ class TrainConfig:
     temperature: float = 1.0
     loss_types: tuple[str, str] = ("CE", "KL")
     loss_weights: tuple[float, float] = (0.5, 0.5)
+    hidden_distill_weight: float = 0.0
+    attention_distill_weight: float = 0.0
     no_cuda: bool = False
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
@@ -86,6 +91,7 @@ class TrainConfig:
             )
         if self.do_distillation:
             self._check_distillation_flags()
+        self._check_layer_distillation_flags()
         if self.max_seq_length > 4096:
             raise PruneofaError(f"--max_seq_length {self.max_seq_length}: too long; BERT-class models take <= 512")
 
@@ -117,6 +123,27 @@ class TrainConfig:
             )
         if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise PruneofaError(f"--temperature {self.temperature:g}: the distillation temperature must be > 0, e.g. 2")
+
+    def _check_layer_distillation_flags(self) -> None:
+        weights = {
+            "--hidden_distill_weight": self.hidden_distill_weight,
+            "--attention_distill_weight": self.attention_distill_weight,
+        }
+        for flag, value in weights.items():
+            if not (math.isfinite(value) and value >= 0):
+                raise PruneofaError(f"{flag} {value:g}: must be a number >= 0 (0 turns it off), e.g. 1")
+            if value > 0 and not self.do_distillation:
+                raise PruneofaError(
+                    f"{flag} {value:g}: distills the teacher's layers into the student; add --do_distillation and "
+                    "--teacher_model_name_or_path (a dense model of the student's shape), or leave it at 0"
+                )
+
+    @property
+    def layer_distillation(self) -> LayerDistillConfig:
+        """The intermediate-layer distillation weights (both 0: logits only, from the cached teacher logits)."""
+        from pruneofa.compress.intermediate import LayerDistillConfig
+
+        return LayerDistillConfig(self.hidden_distill_weight, self.attention_distill_weight)
 
     @property
     def stage(self) -> str:

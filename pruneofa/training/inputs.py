@@ -2,6 +2,8 @@
 
 The teacher runs once over the training set (sharded across ranks, gathered) and its logits are cached on disk,
 keyed by everything that changes them: teacher weights, task, data content, max length, padding and tokenizer.
+Intermediate-layer distillation (hidden states, attention maps) needs more than logits: the teacher is then kept,
+frozen on the training device, and runs on every batch instead (no cache pass).
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ class StageInputs:
     teacher_logits: torch.Tensor | None
     teacher_metrics: dict[str, dict[str, float]] | None
     resumed_from: Path | None
+    # The teacher itself, frozen on the training device, only for intermediate-layer distillation (it runs on every
+    # batch); None when distilling logits only, which come from `teacher_logits`.
+    live_teacher: torch.nn.Module | None = None
 
 
 @contextmanager
@@ -154,11 +159,14 @@ def load_checked_teacher(
 
 def teacher_side(
     cfg: TrainConfig, inputs: StageInputs, teacher: torch.nn.Module, data_id: str, rt: Runtime
-) -> tuple[torch.Tensor, dict[str, dict[str, float]]]:
-    """Score the teacher on dev (as the reference does) and get its train logits, from the cache or computed."""
+) -> tuple[torch.Tensor | None, dict[str, dict[str, float]]]:
+    """Score the teacher on dev (as the reference does) and get its train logits, from the cache or computed;
+    no logits when the teacher runs live on every batch (intermediate-layer distillation)."""
     teacher.to(rt.device)
     metrics = evaluate(teacher, inputs.eval_splits, inputs.task, rt, cfg.batch_size, inputs.collate)
     rt.print0(f"[pruneofa] teacher {cfg.teacher_model_name_or_path}: {json.dumps(metrics)}")
+    if cfg.layer_distillation.active:
+        return None, metrics
     digest, key = cache_key(
         teacher=model_fingerprint(teacher),
         task=inputs.task.name,
@@ -188,6 +196,8 @@ def prepare_stage(cfg: TrainConfig, rt: Runtime) -> StageInputs:
         model, tokenizer, resumed_from = load_student(cfg, task)
     with own_random_streams():
         teacher = load_checked_teacher(cfg, task, tokenizer, rt) if cfg.do_distillation else None
+        if teacher is not None and cfg.layer_distillation.active:
+            prepare_live_teacher(cfg, model, teacher)
         train, evals, data_id = load_data(cfg, task, tokenizer, rt)
     prunable = sparsity.prunable_weight_names(model)
     inputs = StageInputs(
@@ -206,5 +216,20 @@ def prepare_stage(cfg: TrainConfig, rt: Runtime) -> StageInputs:
     if teacher is not None:
         with own_random_streams():
             inputs.teacher_logits, inputs.teacher_metrics = teacher_side(cfg, inputs, teacher, data_id, rt)
+        if cfg.layer_distillation.active:
+            inputs.live_teacher = teacher  # on rt.device since teacher_side; never DDP-wrapped: it is not trained
         del teacher
     return inputs
+
+
+def prepare_live_teacher(cfg: TrainConfig, student: torch.nn.Module, teacher: torch.nn.Module) -> None:
+    """For intermediate-layer distillation: a teacher of the student's shape (refused before the data is built),
+    frozen, and both models on eager attention when attention maps are distilled (sdpa returns none)."""
+    from pruneofa.compress.intermediate import check_same_shape, use_eager_attention_
+
+    layers = cfg.layer_distillation
+    check_same_shape(student, teacher, layers, str(cfg.teacher_model_name_or_path))
+    teacher.eval().requires_grad_(False)
+    if layers.attention_weight > 0:
+        use_eager_attention_(student)
+        use_eager_attention_(teacher)

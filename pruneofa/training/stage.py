@@ -2,7 +2,8 @@
 
 fine-tune (no --do_*), stage 1 (--do_prune --do_distillation) or stage 2 (the same + --do_quantization, resumed
 from stage 1) are the same loop with parts switched on: the pattern lock re-masks after every optimizer step, the
-loss mixes hard labels with the teacher's cached logits, and QAT wraps every Linear with fake quantization.
+loss mixes hard labels with the teacher's cached logits (or, to distill its hidden states and attention maps
+too, with the teacher run live on each batch), and QAT wraps every Linear with fake quantization.
 A training state is saved every epoch (and every --checkpointing_steps), so a killed run continues where it was.
 No argument parsing and no process-group setup here: the caller passes a config and a Runtime.
 """
@@ -27,6 +28,7 @@ from transformers import get_scheduler, set_seed
 
 from pruneofa.compress import sparsity
 from pruneofa.compress.distillation import DistillConfig, distillation_loss, student_loss
+from pruneofa.compress.intermediate import live_distillation_loss
 from pruneofa.compress.quantization import QuantConfig, is_quantized, prepare_qat_, quant_params, quant_state
 from pruneofa.core.errors import PruneofaError
 from pruneofa.core.files import sha256_file, write_json_atomic
@@ -143,13 +145,17 @@ def train_loader(inputs: StageInputs, cfg: TrainConfig, rt: Runtime) -> tuple[Da
 def compute_loss(
     model: nn.Module, batch: dict[str, torch.Tensor], inputs: StageInputs, cfg: TrainConfig, rt: Runtime
 ) -> torch.Tensor:
-    logits = model(**model_inputs(batch, rt.device)).logits
+    features = model_inputs(batch, rt.device)
     labels = batch["labels"].to(rt.device)
-    if inputs.teacher_logits is None:
-        return student_loss(logits, labels, inputs.task.is_regression)
-    teacher = inputs.teacher_logits[batch["example_id"]].to(rt.device)
+    if inputs.live_teacher is None and inputs.teacher_logits is None:
+        return student_loss(model(**features).logits, labels, inputs.task.is_regression)
     kd = DistillConfig(loss_types=cfg.loss_types, loss_weights=cfg.loss_weights, temperature=cfg.temperature)
-    return distillation_loss(logits, teacher, labels, kd, inputs.task.is_regression)
+    if inputs.live_teacher is not None:  # intermediate layers too: the teacher runs on this very batch
+        layers, regression = cfg.layer_distillation, inputs.task.is_regression
+        return live_distillation_loss(model, inputs.live_teacher, features, labels, kd, layers, regression)
+    assert inputs.teacher_logits is not None
+    teacher = inputs.teacher_logits[batch["example_id"]].to(rt.device)
+    return distillation_loss(model(**features).logits, teacher, labels, kd, inputs.task.is_regression)
 
 
 def optimizer_step(loop: Loop) -> None:

@@ -54,9 +54,13 @@ MUST_MATCH = (
     "temperature",
     "loss_types",
     "loss_weights",
+    "hidden_distill_weight",
+    "attention_distill_weight",
     "max_train_samples",
     "max_eval_samples",
 )
+# Arguments added after runs were already recorded: a checkpoint without them was written with this value.
+_ADDED_LATER = {"hidden_distill_weight": 0.0, "attention_distill_weight": 0.0}
 
 
 @dataclass
@@ -246,8 +250,9 @@ def _same_arg(key: str, saved: Any, current: Any) -> bool:
 def check_same_run(saved_args: dict[str, Any], args: dict[str, Any], folder: Path) -> None:
     """A checkpoint continues only the run that wrote it: refuse changed training arguments."""
     for key in MUST_MATCH:
-        if not _same_arg(key, saved_args.get(key), args.get(key)):
+        saved = saved_args.get(key, _ADDED_LATER.get(key))
+        if not _same_arg(key, saved, args.get(key)):
             raise ModelError(
-                f"--resume_from_checkpoint {folder}: written with --{key} {saved_args.get(key)!r}, this run has "
+                f"--resume_from_checkpoint {folder}: written with --{key} {saved!r}, this run has "
                 f"{args.get(key)!r}; continue with the original arguments or start a new --output_dir"
             )

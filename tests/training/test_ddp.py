@@ -73,6 +73,26 @@ def test_two_processes_match_one_process_with_double_batch(deterministic_model: 
         assert torch.equal(ddp_w[name] != 0, start_pattern[name.removeprefix("bert.")] != 0), name
 
 
+def test_layer_distillation_with_a_live_teacher_on_every_rank(deterministic_model: Path, tmp_path: Path) -> None:
+    """Each rank runs its own (unwrapped) teacher on its own batch; gradients still average like one process."""
+    args = [*DATA, "--model_name_or_path", str(deterministic_model), "--do_prune", "--do_distillation",
+            "--teacher_model_name_or_path", "tiny-bert", "--loss_weights", "0", "1", "--temperature", "2",
+            "--hidden_distill_weight", "1", "--attention_distill_weight", "1", "--num_train_epochs", "1"]  # fmt: skip
+    two = torchrun(2, "train", *args, "--batch_size", "8", "--output_dir", str(tmp_path / "ddp"))
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = pruneofa("train", *args, "--batch_size", "16", "--output_dir", str(tmp_path / "single"))
+    assert one.returncode == 0, one.stderr[-3000:]
+    # The layer terms average over each rank's real tokens, so 2 x 8 equals 1 x 16 only up to padding counts.
+    for a, b in zip(history(tmp_path / "ddp"), history(tmp_path / "single"), strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=0.05)
+    meta = json.loads((tmp_path / "ddp" / "pruneofa.json").read_text())
+    assert meta["args"]["hidden_distill_weight"] == 1.0
+    ddp_w = load_file(tmp_path / "ddp" / "model.safetensors")
+    start = load_file(deterministic_model / "model.safetensors")
+    for name in meta["sparsity"]["layers"]:
+        assert torch.equal(ddp_w[name] != 0, start[name.removeprefix("bert.")] != 0), name
+
+
 def test_qat_observers_identical_across_ranks(deterministic_model: Path, tmp_path: Path) -> None:
     """Observers update from each rank's own batches; after each epoch every rank must hold rank 0's."""
     script = tmp_path / "check.py"
