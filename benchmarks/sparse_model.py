@@ -11,6 +11,7 @@ sparse, int8 QAT-calibrated), at seq 128 and each batch size, seq/s of:
 Ratios are against the best dense engine measured in the same run. Prints a table, then one JSON line.
 
     .venv/bin/python benchmarks/sparse_model.py --workdir runs/bench-shapes --shapes minilm bert-base
+    .venv/bin/python benchmarks/sparse_model.py --no_amx ...     # as on a CPU without AMX
 """
 
 from __future__ import annotations
@@ -37,11 +38,14 @@ def feeds(folder: Path, batch: int, seq_len: int) -> dict[str, np.ndarray]:
     return token_batches(folder, dev_texts(None), seq_len, batch, 1, names)[0]
 
 
-def compiled(core: Any, path: Path, threads: int, hint: str | None) -> Any:
+def compiled(core: Any, path: Path, threads: int, hint: str | None, shapes: dict[str, list[int]] | None) -> Any:
     config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
     if hint:
         config["INFERENCE_PRECISION_HINT"] = hint
-    model = core.compile_model(core.read_model(str(path)), "CPU", config)
+    graph = core.read_model(str(path))
+    if shapes:  # static shapes: OpenVINO plans memory and kernels once (as benchmark_app does)
+        graph.reshape(shapes)
+    model = core.compile_model(graph, "CPU", config)
     precision = model.get_property("INFERENCE_PRECISION_HINT")  # an element type: bf16, f32
     return model, str(precision.get_type_name()) if hasattr(precision, "get_type_name") else str(precision)
 
@@ -55,7 +59,24 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0, help="per variant per round")
+    parser.add_argument("--static", action="store_true", help="compile every model for the exact input shape")
+    parser.add_argument(
+        "--int8_hints",
+        nargs="+",
+        default=["f32"],
+        choices=("f32", "bf16"),
+        help="OpenVINO precision hints for the int8 and sparse models (bf16: their non-Linear ops in bf16)",
+    )
+    parser.add_argument("--isas", nargs="+", default=["scalar", "avx2", "avx512_vnni", "amx"], help="kernel paths")
+    parser.add_argument(
+        "--no_amx",
+        action="store_true",
+        help="behave as a CPU without AMX: OpenVINO through ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16, and the sparse "
+        "kernel's amx path left out",
+    )
     args = parser.parse_args()
+    if args.no_amx:  # before OpenVINO loads oneDNN: the variable is read once
+        os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX512_CORE_BF16"
 
     import onnx
     import openvino as ov
@@ -82,17 +103,22 @@ def main() -> int:
         openvino_op.add_to(core)
         ir = root / "fp32" / "openvino_model.xml"
         dense = ir if ir.is_file() else root / "fp32" / "model.onnx"
-        variants: dict[str, tuple[str | None, Any, str]] = {}
-        for name, path, hint in (("ov-fp32", dense, "f32"), ("ov-default", dense, None)):
-            model, precision = compiled(core, path, args.threads, hint)
-            variants[name] = (None, model.create_infer_request(), precision)
-        model, precision = compiled(core, root / "int8" / "model.onnx", args.threads, "f32")
-        variants["ov-int8"] = (None, model.create_infer_request(), precision)
-        model, precision = compiled(core, sparse_path, args.threads, "f32")
-        for isa in native.supported_isas():
-            variants[f"ov-sparse-{isa}"] = (isa, model.create_infer_request(), precision)
         for batch in args.batch_sizes:
             inputs = feeds(root / "int8", batch, args.seq_len)
+            shape_of = {name: list(value.shape) for name, value in inputs.items()} if args.static else None
+            variants: dict[str, tuple[str | None, Any, str]] = {}
+            for name, path, hint in (("ov-fp32", dense, "f32"), ("ov-default", dense, None)):
+                model, precision = compiled(core, path, args.threads, hint, shape_of)
+                variants[name] = (None, model.create_infer_request(), precision)
+            for hint in args.int8_hints:
+                suffix = "" if hint == "f32" else f"-{hint}"
+                model, precision = compiled(core, root / "int8" / "model.onnx", args.threads, hint, shape_of)
+                variants[f"ov-int8{suffix}"] = (None, model.create_infer_request(), precision)
+                model, precision = compiled(core, sparse_path, args.threads, hint, shape_of)
+                for isa in native.supported_isas():
+                    if (args.no_amx and isa == "amx") or isa not in args.isas:
+                        continue
+                    variants[f"ov-sparse-{isa}{suffix}"] = (isa, model.create_infer_request(), precision)
             samples: dict[str, list[float]] = {name: [] for name in variants}
             names = list(variants)
             for r in range(args.rounds):
@@ -122,7 +148,14 @@ def main() -> int:
                 rows.append(row)
                 ratio = row["speedup_vs_best_dense"]
                 print(f"{shape:>9} {batch:>5} {name:>22} {value:8.1f} {ratio:13.2f}x  {row['precision']}")
-    print(json.dumps({"cpu": hardware.cpu_info(), "threads": args.threads, "seq_len": args.seq_len, "rows": rows}))
+    onednn_isa = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    facts = {
+        "cpu": hardware.cpu_info(),
+        "onednn_max_cpu_isa": onednn_isa,
+        "threads": args.threads,
+        "static": args.static,
+    }
+    print(json.dumps({**facts, "seq_len": args.seq_len, "rows": rows}))
     return 0
 
 

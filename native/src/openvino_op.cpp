@@ -78,13 +78,19 @@ public:
         outputs[0].set_shape(out_shape);
         const int64_t tokens = static_cast<int64_t>(ov::shape_size(in_shape) / static_cast<size_t>(cols_));
         if (tokens == 0) return true;
-        std::vector<uint8_t> x4(kernel->activation_bytes(tokens, w.cols) + 64);  // zero-filled: the padding
+        // The calling (stream) thread's scratch, kept between calls: a fresh vector of a few hundred KB is an
+        // mmap + page faults on every call. Zeroed here: the padding tokens and columns stay 0.
+        thread_local std::vector<uint8_t> scratch;
+        const size_t bytes = kernel->activation_bytes(tokens, w.cols) + 64;
+        if (scratch.size() < bytes) scratch.resize(bytes);
+        uint8_t* x4 = scratch.data();
+        std::memset(x4, 0, bytes);
         const float* x = inputs[0].data<const float>();
         ov::parallel_nt(0, [&](const int ithr, const int nthr) {
-            kernel->quantize_pack(x, tokens, w.cols, x_scale_, static_cast<int32_t>(x_zero_point_), x4.data(),
+            kernel->quantize_pack(x, tokens, w.cols, x_scale_, static_cast<int32_t>(x_zero_point_), x4,
                                   tokens * ithr / nthr, tokens * (ithr + 1) / nthr);
         });
-        const Activations a{x4.data(), tokens, padded_tokens(tokens)};
+        const Activations a{x4, tokens, padded_tokens(tokens)};
         const Output o{nullptr, outputs[0].data<float>(), inputs[2].data<const float>(), inputs[3].data<const float>()};
         const int64_t blocks = row_blocks(w);
         // One contiguous range of row blocks per OpenVINO thread: a path's per-call set-up (AMX's tile

@@ -44,6 +44,9 @@ class GradualConfig:
     batch_size: int = 32
     max_seq_length: int = 128
     seed: int = 0
+    # the learning rate decays linearly to 0 over the stretch after the last cut, so the student settles at the
+    # final sparsity instead of ending on a noisy constant-rate step
+    decay_after_pruning: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.initial <= self.target < 1.0:
@@ -118,6 +121,15 @@ def prune_on_schedule(
     pattern checked. Returns the log (every part of the loss, and the sparsity, ~50 times over the run)."""
     torch.manual_seed(cfg.seed)
     optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.learning_rate, eps=1e-6)
+    last_cut = cfg.window[1]
+    recovery = max(1, cfg.steps - last_cut)
+
+    def rate(step: int) -> float:
+        if not cfg.decay_after_pruning or step < last_cut:
+            return 1.0
+        return max(0.0, 1.0 - (step - last_cut) / recovery)
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
     masks: dict[str, torch.Tensor] | None = None
     current = cfg.initial
     log: list[dict[str, float]] = []
@@ -131,6 +143,7 @@ def prune_on_schedule(
         losses = loss_of(next(batches))
         losses["loss"].backward()
         optimizer.step()
+        scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         if masks is not None:
             sparsity.apply_masks_(student, masks)
