@@ -43,9 +43,13 @@ def layer_shape(text: str) -> tuple[int, int]:
     return rows, cols
 
 
-def layer(rng: np.random.Generator, rows: int, cols: int, sparsity: float) -> dict[str, Any]:
+def layer(rng: np.random.Generator, rows: int, cols: int, sparsity: float, block: int = 1) -> dict[str, Any]:
+    """Random int8 weights with `sparsity` zeros: single weights, or whole groups of `block` inputs (sparsify
+    --block), so the kernel sees the pattern that option makes."""
     w = rng.integers(-127, 128, (rows, cols)).astype(np.int8)
-    w[rng.random((rows, cols)) < sparsity] = 0
+    w[w == 0] = 1
+    dropped = rng.random((rows, -(-cols // block))) < sparsity
+    w[np.repeat(dropped, block, axis=1)[:, :cols]] = 0
     return {
         "w": w,
         "w_scale": (rng.random(rows) * 0.01 + 1e-3).astype(np.float32),
@@ -145,6 +149,7 @@ def main() -> int:
     )
     parser.add_argument("--tokens", nargs="+", type=int, default=[1, 16, 128, 1024])
     parser.add_argument("--sparsity", type=float, default=0.9)
+    parser.add_argument("--block", type=int, default=1, help="zeros in groups of N inputs (sparsify --block)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=0.3, help="per variant per round")
@@ -171,7 +176,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="pruneofa-kernel-bench-") as tmp:
         for rows, cols in args.shapes:
             shape = f"{rows}x{cols}"
-            spec = layer(rng, rows, cols, args.sparsity)
+            spec = layer(rng, rows, cols, args.sparsity, args.block)
             fill = pack_groups(spec["w"]).group_fill
             variants = runners(spec, args.threads, Path(tmp))
             for tokens in args.tokens:
@@ -203,7 +208,8 @@ def main() -> int:
                         f"{shape:>9} {tokens:>6} {name:>22} {row['ms']:8.3f} {row['speedup_vs_best_dense_int8']:18.2f}x"
                     )
     cpu = hardware.cpu_info()
-    summary = {"cpu": cpu, "threads": args.threads, "sparsity": args.sparsity, "rounds": args.rounds, "rows": rows_out}
+    summary = {"cpu": cpu, "threads": args.threads, "sparsity": args.sparsity, "block": args.block}
+    summary.update(rounds=args.rounds, rows=rows_out)
     print(json.dumps(summary))
     return 0
 

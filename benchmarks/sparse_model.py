@@ -59,6 +59,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0, help="per variant per round")
+    parser.add_argument("--block", type=int, default=1, help="models pruned in groups of N inputs (sparsify --block)")
     parser.add_argument("--static", action="store_true", help="compile every model for the exact input shape")
     parser.add_argument(
         "--int8_hints",
@@ -92,7 +93,8 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     print(f"{'shape':>9} {'batch':>5} {'variant':>22} {'seq/s':>8} {'vs best dense':>14}  precision")
     for shape in args.shapes:
-        root = build_exports(shape, args.workdir / shape, args.seq_len)
+        folder = shape if args.block == 1 else f"{shape}-block{args.block}"
+        root = build_exports(shape, args.workdir / folder, args.seq_len, args.block)
         sparse_path = root / "int8" / SPARSE_ONNX
         if not sparse_path.is_file():
             proto = onnx.load(str(root / "int8" / "model.onnx"))

@@ -71,6 +71,15 @@ def sparsify(
     hidden_weight: Annotated[
         float, opt("--hidden_weight", help="task: weight of the hidden-state MSE beside the logits' KL.")
     ] = 1.0,
+    block: Annotated[
+        int,
+        opt(
+            "--block",
+            help="Prune N consecutive input features of a row together (magnitude pruning, every method but obs): "
+            "1 = unstructured; 4 fills the sparse int8 kernel's 4-wide groups (about 3x fewer VNNI instructions "
+            "at 90%%) at some accuracy cost.",
+        ),
+    ] = 1,
     steps: Annotated[int, opt("--steps", help="gradual, task: optimizer steps in all.")] = 600,
     prune_every: Annotated[int, opt("--prune_every", help="gradual, task: steps between pruning events.")] = 20,
     learning_rate: Annotated[float, opt("--learning_rate", help="gradual, task: AdamW learning rate.")] = 5e-5,
@@ -102,7 +111,8 @@ def sparsify(
                                transfer_set=transfer_set, pruner=pruner, temperature=temperature,  # type: ignore[arg-type]  # validated by TaskPruneConfig
                                hidden_weight=hidden_weight)  # fmt: skip
     cfg = SparsifyConfig(output_dir=output_dir, sparsity=sparsity_level, method=method, text_file=text_file,  # type: ignore[arg-type]  # validated by SparsifyConfig
-                         schedule=schedule, overwrite_output_dir=overwrite_output_dir, task=task)  # fmt: skip
+                         schedule=schedule, overwrite_output_dir=overwrite_output_dir, task=task,
+                         block=block)  # fmt: skip
     check_output_folder(output_dir, "--output_dir")
     report = run_sparsify(model, cfg)
     for name, row in report["layers"].items():

@@ -47,10 +47,13 @@ class GradualConfig:
     # the learning rate decays linearly to 0 over the stretch after the last cut, so the student settles at the
     # final sparsity instead of ending on a noisy constant-rate step
     decay_after_pruning: bool = True
+    block: int = 1  # magnitude units: 1 = single weights, N = N consecutive input features (sparsity.magnitude_prune_)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.initial <= self.target < 1.0:
             raise PruneofaError(f"--sparsity {self.target}: must be in [0, 1), e.g. 0.9 for 90% zeros")
+        if self.block < 1:
+            raise PruneofaError(f"--block {self.block}: must be >= 1 (1 = unstructured, 4 = groups of 4 inputs)")
         if self.steps < 1 or self.prune_every < 1 or self.batch_size < 1:
             raise PruneofaError("--steps, --prune_every and --batch_size must be at least 1")
         if not 0.0 <= self.prune_start_fraction < self.prune_end_fraction <= 1.0:
@@ -173,7 +176,7 @@ def gradual_prune(
         return {"loss": hidden_state_loss(states, target_states, batch["attention_mask"])}
 
     def prune_to(target: float) -> dict[str, torch.Tensor]:
-        return sparsity.magnitude_prune_(dense, target, names)
+        return sparsity.magnitude_prune_(dense, target, names, cfg.block)
 
     return {"log": prune_on_schedule(dense, text_batches(texts, tokenizer, cfg), loss_of, prune_to, cfg)}
 

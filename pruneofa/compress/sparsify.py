@@ -61,6 +61,7 @@ class SparsifyConfig:
     schedule: GradualConfig | None = None
     overwrite_output_dir: bool = False
     task: TaskPruneConfig | None = None
+    block: int = 1  # magnitude units of N consecutive input features (1 = unstructured); replaces schedule.block
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.sparsity < 1.0:
@@ -81,6 +82,13 @@ class SparsifyConfig:
             raise PruneofaError(
                 "--text_file: --method task distills on the task's own text and transfer set (--task_name, "
                 "--train_file); leave --text_file out"
+            )
+        if self.block < 1:
+            raise PruneofaError(f"--block {self.block}: must be >= 1 (1 = unstructured, 4 = groups of 4 inputs)")
+        uses_obs = self.method == "obs" or (self.task is not None and self.task.pruner == "obs")
+        if self.block > 1 and uses_obs:
+            raise PruneofaError(
+                f"--block {self.block}: OBS prunes single weights; use --block 1 with OBS, or the magnitude pruner"
             )
         if self.method in ("gradual", "obs") and self.text_file is None:
             raise PruneofaError(f"--method {self.method} needs --text_file (one text per line, or '{BUILTIN_TEXTS}')")
@@ -143,7 +151,7 @@ def sparsify(model_ref: str | None, cfg: SparsifyConfig) -> dict[str, Any]:
             "--validation_file": cfg.task.validation_file,
         }
         _claim_output_dir(cfg.output_dir, cfg.overwrite_output_dir, inputs)
-        schedule = dataclasses.replace(cfg.schedule or GradualConfig(), target=cfg.sparsity)
+        schedule = dataclasses.replace(cfg.schedule or GradualConfig(), target=cfg.sparsity, block=cfg.block)
         model, tokenizer, details = task_prune(cfg.task, schedule)
         details = {"method": "task", "schedule": asdict(schedule), **details}
         source = teacher
@@ -160,6 +168,7 @@ def sparsify(model_ref: str | None, cfg: SparsifyConfig) -> dict[str, Any]:
     report = {
         "source": source,
         "target": cfg.sparsity,
+        "block": cfg.block,
         "overall": sparsity.overall_sparsity(layers),
         "layers": layers,
         "versions": package_versions(),
@@ -172,7 +181,7 @@ def sparsify(model_ref: str | None, cfg: SparsifyConfig) -> dict[str, Any]:
 def _prune_pretrained(model_ref: str, cfg: SparsifyConfig) -> tuple[Any, Any, dict[str, Any]]:
     """The task-agnostic methods on a dense pre-trained encoder: (pruned model, tokenizer, report details)."""
     target, method, text_file = cfg.sparsity, cfg.method, cfg.text_file
-    gradual = dataclasses.replace(cfg.schedule, target=target) if cfg.schedule else None
+    gradual = dataclasses.replace(cfg.schedule, target=target, block=cfg.block) if cfg.schedule else None
     path = resolve_model(model_ref)
     model = from_pretrained_checked(AutoModel, path, "model")
     tokenizer = load_tokenizer(path)
@@ -184,7 +193,7 @@ def _prune_pretrained(model_ref: str, cfg: SparsifyConfig) -> tuple[Any, Any, di
     dense = copy.deepcopy(model) if texts else None
     details: dict[str, Any] = {"method": method}
     if method == "gradual":
-        schedule = gradual or GradualConfig(target=target)
+        schedule = gradual or GradualConfig(target=target, block=cfg.block)
         details.update(
             schedule=asdict(schedule), **gradual_prune(model, tokenizer, texts[: len(texts) - len(held_out)], schedule)
         )
@@ -193,7 +202,7 @@ def _prune_pretrained(model_ref: str, cfg: SparsifyConfig) -> tuple[Any, Any, di
         obs_prune_(model, tokenizer, calibration, target, names)
         details["calibration_texts"] = len(calibration)
     else:
-        sparsity.magnitude_prune_(model, target, names)
+        sparsity.magnitude_prune_(model, target, names, cfg.block)
     if dense is not None:
         details["held_out_hidden_mse"] = distillation_gap(model, dense, tokenizer, held_out, 128)
     return model, tokenizer, details

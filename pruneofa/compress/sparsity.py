@@ -116,22 +116,32 @@ def check_pattern(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
                 )
 
 
-def magnitude_prune_(model: nn.Module, sparsity: float, names: list[str]) -> dict[str, torch.Tensor]:
-    """One-shot unstructured magnitude pruning: per layer the round(sparsity * numel) smallest |w| become 0.
+def magnitude_prune_(model: nn.Module, sparsity: float, names: list[str], block: int = 1) -> dict[str, torch.Tensor]:
+    """One-shot magnitude pruning: per layer the round(sparsity * count) smallest units become 0.
 
-    Returns the resulting masks. Ties are broken by position (a stable sort), so the count is exact.
+    block = 1: unstructured, a unit is one weight (|w|). block = N > 1: a unit is N consecutive input features of
+    one output row (w[n, k:k+N], ranked by their L2 norm), so every N-wide group along K is all zero or all kept:
+    what the sparse kernel's 4-wide groups (VNNI lanes) like. Returns the masks; ties are broken by position
+    (a stable sort), so the count is exact.
     """
     if not 0.0 <= sparsity < 1.0:
         raise PruneofaError(f"sparsity must be in [0, 1), got {sparsity}: pass e.g. 0.9 for 90% zeros")
+    if block < 1:
+        raise PruneofaError(f"--block {block}: must be >= 1 (1 = unstructured, 4 = groups of 4 input features)")
     masks: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for name in names:
             weight = _param(model, name)
-            count = round(sparsity * weight.numel())
-            order = torch.argsort(weight.detach().abs().flatten(), stable=True)
-            mask = torch.ones(weight.numel(), dtype=torch.bool, device=weight.device)
-            mask[order[:count]] = False
-            mask = mask.view_as(weight)
+            if weight.shape[-1] % block:
+                raise PruneofaError(
+                    f"--block {block}: {name!r} has {weight.shape[-1]} input features, not a multiple of {block}; "
+                    "use --block 1 or a block that divides every layer's input size"
+                )
+            units = weight.detach().reshape(-1, block).norm(dim=1)  # one score per block (|w| when block = 1)
+            order = torch.argsort(units, stable=True)
+            keep = torch.ones(units.numel(), dtype=torch.bool, device=weight.device)
+            keep[order[: round(sparsity * units.numel())]] = False
+            mask = keep.repeat_interleave(block).view_as(weight)
             weight.mul_(mask)
             masks[name] = mask
     return masks

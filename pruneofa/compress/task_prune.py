@@ -195,7 +195,7 @@ def task_prune(
     def prune_to(target: float) -> dict[str, torch.Tensor]:
         if cfg.pruner == "obs":
             return obs_prune_(student, tokenizer, calibration, target, names, max_length=schedule.max_seq_length)
-        return sparsity.magnitude_prune_(student, target, names)
+        return sparsity.magnitude_prune_(student, target, names, schedule.block)
 
     batches = text_batches(distill_on, tokenizer, schedule)
     log = prune_on_schedule(student, batches, loss_of, prune_to, schedule, desc="task prune")

@@ -62,6 +62,7 @@ class StudentSection:
     transfer_set: bool = True
     temperature: float = 2.0
     hidden_weight: float = 1.0
+    block: int = 1  # `sparsify --block`: 1 = unstructured; 4 = groups of 4 input features (not with obs)
 
     TASK_ONLY: ClassVar[tuple[str, ...]] = ("pruner", "transfer_set", "temperature", "hidden_weight")
 
@@ -69,6 +70,8 @@ class StudentSection:
         """The keys its step depends on: the task-only keys only for method "task" (so adding them did not
         change the fingerprint, and re-make the students, of other recipes)."""
         values = dataclasses.asdict(self)
+        if self.block == 1:  # the default: left out, so adding the key re-made no earlier student
+            values.pop("block")
         return values if self.method == "task" else {k: v for k, v in values.items() if k not in self.TASK_ONLY}
 
 

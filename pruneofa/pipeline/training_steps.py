@@ -152,6 +152,7 @@ def student_step(recipe: Recipe, root: Path, teacher: Step) -> Step | None:
             schedule=gradual,
             overwrite_output_dir=True,
             task=task,
+            block=s.block,
         )
 
     cfg = build(recipe, "student", "[student], [data]", make)  # at plan time, so --dry_run checks it too

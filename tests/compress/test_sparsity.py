@@ -155,3 +155,38 @@ def test_mask_shape_mismatch_is_model_error() -> None:
         apply_masks_(model, bad)
     with pytest.raises(ModelError, match="no parameter"):
         apply_masks_(model, {"nope.weight": torch.ones(1, dtype=torch.bool)})
+
+
+def test_block_pruning_keeps_or_zeroes_whole_groups_of_inputs() -> None:
+    """--block 4: every 4 consecutive input features of a row are all zero or all kept, at the exact sparsity,
+    and the sparse kernel's K-group form of such a layer is full (every stored group has 4 weights)."""
+    import numpy as np
+
+    from pruneofa.kernels.group_weights import pack_groups
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 12), nn.Linear(12, 8))
+    names = ["0.weight", "1.weight"]
+    masks = magnitude_prune_(model, 0.75, names, block=4)
+    for name in names:
+        groups = masks[name].reshape(masks[name].shape[0], -1, 4)
+        assert torch.all(groups.all(dim=-1) | ~groups.any(dim=-1))  # whole groups only
+        assert masks[name].float().mean().item() == pytest.approx(0.25)
+        weight = model.get_parameter(name).detach()
+        assert torch.equal(weight != 0, masks[name])
+        q = np.clip(np.round(weight.numpy() * 100), -127, 127).astype(np.int8)
+        q[(q == 0) & masks[name].numpy()] = 1  # keep kept weights non-zero after rounding
+        packed = pack_groups(q)
+        assert packed.nonempty_groups == int(masks[name].sum().item()) // 4
+
+
+def test_block_pruning_ranks_groups_by_their_norm_and_refuses_bad_blocks() -> None:
+    layer = nn.Linear(8, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[3.0, 0.1, 0.1, 0.1, 1.0, 1.0, 1.0, 1.0]]))  # norms 3.005 vs 2.0
+    magnitude_prune_(layer, 0.5, ["weight"], block=4)
+    assert layer.weight[0, :4].ne(0).all() and layer.weight[0, 4:].eq(0).all()
+    with pytest.raises(PruneofaError, match="not a multiple of 3"):
+        magnitude_prune_(nn.Linear(8, 2), 0.5, ["weight"], block=3)
+    with pytest.raises(PruneofaError, match="--block 0"):
+        magnitude_prune_(nn.Linear(8, 2), 0.5, ["weight"], block=0)
