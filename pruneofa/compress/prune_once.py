@@ -44,9 +44,10 @@ class GradualConfig:
     batch_size: int = 32
     max_seq_length: int = 128
     seed: int = 0
-    # the learning rate decays linearly to 0 over the stretch after the last cut, so the student settles at the
-    # final sparsity instead of ending on a noisy constant-rate step
-    decay_after_pruning: bool = True
+    # True: the learning rate decays linearly to 0 over the stretch after the last cut. Off by default: on the
+    # demo recipe (450 steps with decay vs 300 without) it did not raise the task student's held-out agreement
+    # with its teacher (0.846 vs 0.857), see NOTES.md
+    decay_after_pruning: bool = False
     block: int = 1  # magnitude units: 1 = single weights, N = N consecutive input features (sparsity.magnitude_prune_)
 
     def __post_init__(self) -> None:
@@ -145,6 +146,7 @@ def prune_on_schedule(
             current = scheduled
         losses = loss_of(next(batches))
         losses["loss"].backward()
+        lr = optimizer.param_groups[0]["lr"]  # this step's rate, logged below
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -152,7 +154,7 @@ def prune_on_schedule(
             sparsity.apply_masks_(student, masks)
         bar.set_postfix(loss=f"{losses['loss'].item():.4f}", sparsity=f"{current:.3f}")
         if step % max(1, cfg.steps // 50) == 0 or step == cfg.steps - 1:
-            log.append({"step": step, **{k: v.item() for k, v in losses.items()}, "sparsity": current})
+            log.append({"step": step, **{k: v.item() for k, v in losses.items()}, "sparsity": current, "lr": lr})
     if masks is None or not math.isclose(current, cfg.target):
         masks = prune_to(cfg.target)  # a schedule too short to reach the target
     sparsity.check_pattern(student, masks)

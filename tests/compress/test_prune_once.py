@@ -101,3 +101,26 @@ def test_cli_gradual_then_one_shot(tmp_path: Path) -> None:
     missing = subprocess.run([*base, "--method", "gradual", "--output_dir", str(tmp_path / "m")],
                              capture_output=True, text=True, timeout=300)  # fmt: skip
     assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith("error: --method gradual")
+
+
+@pytest.mark.parametrize("decay", [False, True])
+def test_learning_rate_decays_to_zero_after_the_last_cut_only_when_asked(decay: bool) -> None:
+    from torch import nn
+
+    from pruneofa.compress.prune_once import GradualConfig, prune_on_schedule
+
+    model = nn.Sequential(nn.Linear(8, 8))
+    cfg = GradualConfig(target=0.5, steps=20, prune_every=2, learning_rate=1e-3, decay_after_pruning=decay)
+    x = torch.randn(4, 8)
+    log = prune_on_schedule(
+        model,
+        itertools.repeat({"x": x}),
+        lambda batch: {"loss": model(batch["x"]).pow(2).mean()},
+        lambda target: sparsity.magnitude_prune_(model, target, ["0.weight"]),
+        cfg,
+    )
+    rates = {entry["step"]: entry["lr"] for entry in log}
+    last_cut = cfg.window[1]
+    assert all(rate == pytest.approx(1e-3) for step, rate in rates.items() if step <= last_cut)
+    assert (rates[cfg.steps - 1] < 0.25e-3) == decay  # 1 - 5/6 of the rate at the last of 6 recovery steps
+    assert float((model[0].weight == 0).float().mean()) == pytest.approx(0.5)
