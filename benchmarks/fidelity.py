@@ -118,6 +118,12 @@ def political_task(folder: Path) -> dict[str, str]:
                 seen.add(sentence.lower())
                 rows[split].append((sentence, 1 if party == "republican" else 0))
     random.Random(0).shuffle(rows["train"])
+    return write_splits(folder, rows)
+
+
+def write_splits(folder: Path, rows: dict[str, list[tuple[str, int]]]) -> dict[str, str]:
+    """train.csv / validation.csv (sentence,label) in `folder`, as the recipe's [data] keys (sst2's columns)."""
+    folder.mkdir(parents=True, exist_ok=True)
     paths = {}
     for split, items in rows.items():
         paths[split] = str(folder / f"{split}.csv")
@@ -144,15 +150,7 @@ def selection_split(data: dict[str, Any], folder: Path) -> dict[str, str]:
         items = [(r["sentence"], int(r["label"])) for r in map(json.loads, train.read_text().splitlines())]
     limit = data.get("max_train_samples") or len(items)
     cut = int(min(limit, len(items)) * 0.9)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for split, part in (("train", items[:cut]), ("validation", items[cut : min(limit, len(items))])):
-        paths[split] = str(folder / f"{split}.csv")
-        with open(paths[split], "w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["sentence", "label"])
-            writer.writerows(part)
-    return {"train_file": paths["train"], "validation_file": paths["validation"], "task_name": "sst2"}
+    return write_splits(folder, {"train": items[:cut], "validation": items[cut : min(limit, len(items))]})
 
 
 def run_pipeline(recipe: dict[str, Any], folder: Path) -> None:
