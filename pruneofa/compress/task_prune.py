@@ -102,6 +102,8 @@ def load_task_teacher(ref: str, task_name: str | None) -> tuple[PreTrainedModel,
                 raise ModelError(f"--teacher {ref}: is a quantization-aware (stage 2) model; {fix}")
             recorded = meta.get("task_name") if isinstance(meta.get("task_name"), str) else None
     if task_name is None and recorded is None:
+        if not folder.is_dir() and "/" in ref:  # a Hub id, or a mistyped folder: say both
+            raise ModelError(f"--teacher {ref}: no such folder; {fix} (for a Hub id, also pass --task_name)")
         raise PruneofaError(f"--teacher {ref}: records no task (not a `pruneofa train` folder); pass --task_name")
     task = get_task(task_name or str(recorded))
     if recorded is not None and recorded != task.name:
