@@ -6,7 +6,7 @@ sparse, int8 QAT-calibrated), at seq 128 and each batch size, seq/s of:
 - `ov-default`: the same dense model at OpenVINO's default precision (bf16 on AMX / AVX512-BF16 CPUs), which is
                 the best dense engine on such CPUs;
 - `ov-int8`:    the sparse QDQ int8 export in OpenVINO (its dense int8 kernels: the zeros are not skipped);
-- `ov-sparse-<path>`: the same int8 model in sparse form (pruneofa/export/sparse_form.py), every Linear run by
+- `ov-sparse-<path>`: the same int8 model in sparse form (pruneofa/kernels/sparse_form.py), every Linear run by
                 pruneofa's zero-skipping kernel, for each kernel path this CPU runs.
 Ratios are against the best dense engine measured in the same run. Prints a table, then one JSON line.
 
@@ -83,8 +83,9 @@ def main() -> int:
     import openvino as ov
 
     from pruneofa.core import hardware
-    from pruneofa.export.sparse_form import SPARSE_ONNX, rewrite
     from pruneofa.kernels import native, openvino_op
+    from pruneofa.kernels.sparse_form import rewrite
+    from pruneofa.runtime.engines import SPARSE_ONNX
 
     if not openvino_op.availability().ok:
         reason = openvino_op.availability().reason

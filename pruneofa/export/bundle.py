@@ -1,6 +1,7 @@
 """`pruneofa bundle`: one file to ship. An export folder -> model.tar.gz with the model (ONNX, its sparse int8
 weights packed; OpenVINO IR on request), tokenizer, labels (config.json), the export's manifest.json, a
-bundle.json with the sha256 of every member (and of the unpacked model.onnx), and a README of how to run it.
+bundle.json with the sha256 of every member (and of the unpacked model.onnx and, for int8 exports, of the sparse
+form model.sparse.onnx, which unpacking rebuilds from model.onnx: no extra bytes), and a README of how to run it.
 
 The export is checked against its own manifest first: a bundle is only ever made of verified, unchanged files.
 Members are written in a fixed order with fixed metadata, so the same export gives the same bundle bytes.
@@ -22,7 +23,7 @@ from pruneofa.core.errors import ModelError, PruneofaError
 from pruneofa.core.files import apply_umask, make_staging_dir, sha256_file
 from pruneofa.runtime import packed
 from pruneofa.runtime.bundle import BUNDLE_FORMAT, BUNDLE_MANIFEST, BUNDLE_SUFFIXES, bytes_sha256
-from pruneofa.runtime.engines import IR_BIN, IR_XML, ONNX_FILE
+from pruneofa.runtime.engines import IR_BIN, IR_XML, ONNX_FILE, SPARSE_ONNX
 from pruneofa.runtime.manifest import MANIFEST, read_manifest
 
 SUPPORT_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
@@ -35,10 +36,12 @@ Run it (needs `pip install pruneofa`, or just onnxruntime + tokenizers for the u
     pruneofa predict {name} "a gorgeous, witty, seductive movie"
     echo '{{"text": "a dull mess"}}' | pruneofa predict {name}
     pruneofa eval {name} --task_name {task}
-
+{sparse_line}
 `predict` and `eval` verify every member against bundle.json once, unpack into $PRUNEOFA_CACHE/bundles
 (model.onnx is rebuilt from model.skeleton.onnx + model.packed.npz and checked against its sha256) and reuse it.
 manifest.json is the export's record: dev-set verification, per-layer sparsity, file hashes.
+"""
+SPARSE_LINE = """    pruneofa predict {name} --engine openvino-sparse "a gorgeous movie"   # the zero-skipping kernel
 """
 
 
@@ -72,6 +75,14 @@ def bundle_members(folder: Path, manifest: dict[str, Any], with_openvino: bool) 
             raise ModelError(f"{folder}: has no OpenVINO IR; export with --format onnx,openvino or drop --openvino")
         members[IR_XML], members[IR_BIN] = (folder / IR_XML).read_bytes(), (folder / IR_BIN).read_bytes()
     return members
+
+
+def unpacked_files(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The files the unpacking rebuilds, with the export's sha256 each must match: model.onnx from its packed
+    parts and, for int8 exports that have one, the sparse form rebuilt from model.onnx (it is a deterministic
+    rewrite of it, so it costs the bundle no bytes)."""
+    files = manifest["files"]
+    return {name: files[name] for name in (ONNX_FILE, SPARSE_ONNX) if name in files}
 
 
 @dataclass(frozen=True)
@@ -116,13 +127,14 @@ def write_bundle(folder: Path, cfg: BundleConfig) -> dict[str, Any]:
         task=manifest.get("task_name"),
         sparsity=(manifest.get("sparsity") or {}).get("overall") or 0.0,
         labels=", ".join((manifest.get("labels") or {}).values()),
+        sparse_line=SPARSE_LINE.format(name=output.name) if SPARSE_ONNX in manifest.get("files", {}) else "",
     ).encode()
     doc = {
         "format": BUNDLE_FORMAT,
         "task_name": manifest.get("task_name"),
         "precision": manifest.get("precision"),
         "members": {name: {"sha256": bytes_sha256(data), "bytes": len(data)} for name, data in members.items()},
-        "unpacked": {ONNX_FILE: manifest["files"][ONNX_FILE]},
+        "unpacked": unpacked_files(manifest),
     }
     members[BUNDLE_MANIFEST] = (json.dumps(doc, indent=2) + "\n").encode()
     staging = make_staging_dir(output)

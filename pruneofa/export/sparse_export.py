@@ -34,8 +34,8 @@ def write(folder: Path, qdq_path: Path, quantized_linears: int) -> dict[str, Any
     """Write folder/model.sparse.onnx from the QDQ model at `qdq_path`; the manifest's "sparse_form" facts."""
     import onnx
 
-    from pruneofa.export.sparse_form import rewrite
     from pruneofa.kernels.openvino_op import DOMAIN, OP_TYPE
+    from pruneofa.kernels.sparse_form import rewrite
 
     proto = onnx.load(str(qdq_path))
     facts = rewrite(proto)

@@ -3,8 +3,9 @@
 Nothing is ever extracted by tarfile's own path handling: every member is read as bytes, must be a regular file
 listed in bundle.json with a plain name, and must match its sha256 before it is written into a staging folder
 under $PRUNEOFA_CACHE/bundles; model.onnx is rebuilt from its packed parts and checked against the export's
-sha256; the folder is renamed into place last, so a folder there is a verified one (the cached verdict). The
-cache key is the bundle file's sha256, so a changed bundle is never served from an old unpacking.
+sha256 (and so is the sparse form model.sparse.onnx, rebuilt from model.onnx where the export had one); the
+folder is renamed into place last, so a folder there is a verified one (the cached verdict). The cache key is
+the bundle file's sha256, so a changed bundle is never served from an old unpacking.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from pruneofa.core.cache import default_cache_dir
 from pruneofa.core.errors import ModelError
 from pruneofa.core.files import apply_umask, make_staging_dir, sha256_file
+from pruneofa.runtime.engines import ONNX_FILE, SPARSE_ONNX
 
 BUNDLE_FORMAT = "pruneofa-bundle/1"
 BUNDLE_MANIFEST = "bundle.json"
@@ -75,11 +77,28 @@ def _unpack_into(folder: Path, path: Path, members: dict[str, bytes], doc: dict[
     for name, data in members.items():
         if name not in (packed.SKELETON_FILE, packed.ARRAYS_FILE):
             (folder / name).write_bytes(data)
-    for name, entry in (doc.get("unpacked") or {}).items():
-        data = packed.unpack(members[packed.SKELETON_FILE], members[packed.ARRAYS_FILE])
-        if bytes_sha256(data) != entry.get("sha256"):
-            raise ModelError(f"{path}: unpacked {name} does not match the export's sha256; re-create the bundle")
-        (folder / name).write_bytes(data)
+    unpacked = doc.get("unpacked") or {}
+    model = packed.unpack(members[packed.SKELETON_FILE], members[packed.ARRAYS_FILE])
+    if bytes_sha256(model) != (unpacked.get(ONNX_FILE) or {}).get("sha256"):
+        raise ModelError(f"{path}: unpacked {ONNX_FILE} does not match the export's sha256; re-create the bundle")
+    (folder / ONNX_FILE).write_bytes(model)
+    if SPARSE_ONNX in unpacked:
+        _rebuild_sparse_form(folder, model, unpacked[SPARSE_ONNX])
+
+
+def _rebuild_sparse_form(folder: Path, model: bytes, entry: dict[str, Any]) -> None:
+    """Write the sparse form the export verified, rebuilt from model.onnx. Where the rebuild differs from it (an
+    onnx version that serializes differently), it is left out rather than run unverified: the
+    openvino-sparse engine then says it is missing, every other engine is unaffected."""
+    import onnx
+
+    from pruneofa.kernels.sparse_form import rewrite
+
+    proto = onnx.load_from_string(model)
+    rewrite(proto)
+    data = proto.SerializeToString()
+    if bytes_sha256(data) == entry.get("sha256"):
+        (folder / SPARSE_ONNX).write_bytes(data)
 
 
 def open_bundle(path: Path, cache_dir: Path | None = None) -> Path:

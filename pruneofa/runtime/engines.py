@@ -29,7 +29,7 @@ ENGINES: tuple[EngineName, ...] = ("onnxruntime", "openvino", OPENVINO_SPARSE)
 ONNX_FILE = "model.onnx"
 IR_XML = "openvino_model.xml"
 IR_BIN = "openvino_model.bin"
-SPARSE_ONNX = "model.sparse.onnx"  # the sparse form (pruneofa/export/sparse_form.py), int8 exports only
+SPARSE_ONNX = "model.sparse.onnx"  # the sparse form (pruneofa/kernels/sparse_form.py), int8 exports only
 # What to do when the sparse form's extension was not built (its reason does not always say).
 _BUILD_FIX = "install cmake and a C++17 compiler (gcc or clang), then reinstall pruneofa (`pip install -e .`)"
 # ORT's MatMulAddFusion turns the 2-D pooler/classifier MatMul+Add into a float Gemm before its QDQ fusions run,
@@ -67,7 +67,8 @@ def model_file(folder: Path, engine: EngineName) -> Path:
             return folder / SPARSE_ONNX
         raise ModelError(
             f"{folder}: no {SPARSE_ONNX} for engine {OPENVINO_SPARSE} (`pruneofa export` writes it for int8 models "
-            "unless --no_sparse_form; a bundle does not ship it); re-export the int8 model, or use --engine openvino"
+            "unless --no_sparse_form; a bundle rebuilds it from model.onnx on unpacking when its export had one); "
+            "re-export the int8 model (and re-bundle it), or use --engine openvino"
         )
     names = [ONNX_FILE] if engine == "onnxruntime" else [IR_XML, ONNX_FILE]
     for name in names:

@@ -184,3 +184,38 @@ def test_cli_refusals(capsys: pytest.CaptureFixture[str], bundle_file: Path, tin
     folder.mkdir()
     with pytest.raises(PruneofaError, match="is a folder"):
         write_bundle(tiny_exports / "int8", BundleConfig(output=folder, overwrite=True))
+
+
+def test_the_sparse_form_is_rebuilt_on_unpacking_at_no_extra_bytes(
+    bundle_file: Path, tiny_exports: Path, tmp_path: Path
+) -> None:
+    export = tiny_exports / "int8"
+    assert (export / "model.sparse.onnx").is_file()  # int8 exports write it by default
+    files = members(bundle_file)
+    doc = json.loads(files["bundle.json"])
+    assert "model.sparse.onnx" not in files  # not shipped: rebuilt from model.onnx
+    assert doc["unpacked"]["model.sparse.onnx"]["sha256"] == sha256_file(export / "model.sparse.onnx")
+    assert "--engine openvino-sparse" in files["README.md"].decode()
+    folder = open_bundle(bundle_file, tmp_path)
+    assert (folder / "model.sparse.onnx").read_bytes() == (export / "model.sparse.onnx").read_bytes()
+
+
+def test_a_sparse_form_that_does_not_rebuild_exactly_is_left_out(bundle_file: Path, tmp_path: Path) -> None:
+    files = members(bundle_file)
+    doc = json.loads(files["bundle.json"])
+    doc["unpacked"]["model.sparse.onnx"]["sha256"] = "0" * 64  # e.g. an onnx that serializes differently
+    odd = rewrite(bundle_file, tmp_path / "odd.tar.gz", {"bundle.json": json.dumps(doc).encode()})
+    folder = open_bundle(odd, tmp_path / "cache")
+    assert (folder / "model.onnx").is_file() and not (folder / "model.sparse.onnx").exists()
+    assert Predictor(odd).predict(ROWS)  # the other engines are unaffected
+    with pytest.raises(ModelError, match=r"no model\.sparse\.onnx.*re-export"):
+        Predictor(odd, engine="openvino-sparse")
+
+
+def test_predict_from_the_bundle_on_the_sparse_engine_equals_the_export(bundle_file: Path, tiny_exports: Path) -> None:
+    from pruneofa.runtime.engines import sparse_unavailable
+
+    if problem := sparse_unavailable():
+        pytest.skip(problem)
+    from_bundle = Predictor(bundle_file, engine="openvino-sparse").predict(ROWS)
+    assert from_bundle == Predictor(tiny_exports / "int8", engine="openvino-sparse").predict(ROWS)

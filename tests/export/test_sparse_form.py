@@ -25,8 +25,8 @@ def test_rewrite_matches_the_qdq_model(tiny_exports: Path, tmp_path: Path) -> No
     import openvino as ov
     from onnx import numpy_helper
 
-    from pruneofa.export.sparse_form import rewrite
     from pruneofa.kernels.group_weights import GroupWeights
+    from pruneofa.kernels.sparse_form import rewrite
 
     qdq = onnx.load(str(tiny_exports / "int8" / "model.onnx"))
     int8_weights = {

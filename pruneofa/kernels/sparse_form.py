@@ -18,7 +18,6 @@ import numpy as np
 
 from pruneofa.kernels import openvino_op
 from pruneofa.kernels.group_weights import pack_groups
-from pruneofa.runtime.engines import SPARSE_ONNX as SPARSE_ONNX  # the file name, kept where the engine reads it
 
 
 @dataclass
