@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from pruneofa.core import hardware
 from pruneofa.core.errors import ModelError, PruneofaError
 from pruneofa.core.files import read_json
 from pruneofa.data.tasks import TaskSpec, get_task
+from pruneofa.runtime import engine_choice
 from pruneofa.runtime.bundle import is_bundle_file, open_bundle
-from pruneofa.runtime.engines import ENGINES, Engine, EngineName, default_engine, open_engine
+from pruneofa.runtime.engines import ENGINES, Engine, open_engine
 from pruneofa.runtime.manifest import read_manifest, verify_export
 
 if TYPE_CHECKING:
@@ -203,11 +205,14 @@ def evaluate_folder(folder: Path, cfg: EvalConfig) -> dict[str, Any]:
         # A bundle's members were checked when it was unpacked; an export folder is checked against its manifest.
         manifest = (read_manifest(folder) or {}) if given != folder else verify_export(folder, cfg.cache_dir)
         _check_task(manifest.get("task_name"), task, folder)
-        name: EngineName = default_engine(folder) if cfg.engine == "auto" else cfg.engine
-        engine = open_engine(folder, name, threads=cfg.threads)
+        if cfg.engine == "auto":
+            choice = engine_choice.choose(folder, cfg.batch_size, hardware.cpu_info(), cfg.cache_dir)
+        else:
+            choice = engine_choice.Choice(cfg.engine, f"{cfg.engine}: named by --engine")
+        engine = open_engine(folder, choice.engine, threads=cfg.threads)
         max_length = int(read_json(folder / "tokenizer_config.json").get("model_max_length", 512))
         forward = engine_forward(engine)
-        engine_info = engine.describe()
+        engine_info = {**engine.describe(), "engine_choice": choice.reason}
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
     except (OSError, ValueError) as exc:

@@ -27,6 +27,13 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["PRUNEOFA_CACHE"] = old
 
 
+@pytest.fixture(autouse=True)
+def isolated_engine_choice(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's own record of bench's fastest engines: one test's `bench` must not pick another's engine."""
+    folder = tmp_path_factory.mktemp("engine-choice")
+    monkeypatch.setattr("pruneofa.runtime.engine_choice.default_cache_dir", lambda: folder)
+
+
 @pytest.fixture(scope="session")
 def tiny_chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """root/{teacher,student,stage1,stage2} trained through the real CLI, root/{int8,fp32} exported (tiny_chain.py)."""

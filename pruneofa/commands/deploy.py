@@ -158,7 +158,9 @@ def eval_(
         opt(
             "--engine",
             help="auto, torch (training output), or for an export folder onnxruntime, openvino or openvino-sparse "
-            "(OpenVINO with pruneofa's sparse int8 kernel, on the export's model.sparse.onnx).",
+            "(OpenVINO with pruneofa's sparse int8 kernel, on the export's model.sparse.onnx). auto: torch for a "
+            "training output; for an export the fastest `pruneofa bench` measured for it on this machine, else "
+            "onnxruntime (the metrics JSON's engine_choice says which and why).",
         ),
     ] = "auto",
     max_eval_samples: Annotated[int | None, opt("--max_eval_samples", help="Use the first N dev examples.")] = None,
@@ -210,8 +212,9 @@ def predict(
         str | None,
         opt(
             "--engine",
-            help="onnxruntime (default when model.onnx exists), openvino, or openvino-sparse (pruneofa's sparse "
-            "int8 kernel inside OpenVINO, on the export's model.sparse.onnx; `pruneofa bench` says which is fastest).",
+            help="onnxruntime, openvino, or openvino-sparse (pruneofa's sparse int8 kernel inside OpenVINO, on the "
+            "export's model.sparse.onnx). Default: the fastest `pruneofa bench` measured for this model on this "
+            "machine, else onnxruntime; stderr says which and why.",
         ),
     ] = None,
     batch_size: Annotated[int, opt("--batch_size", help="Rows per engine call for JSONL input.")] = 32,
@@ -244,7 +247,9 @@ def predict(
             "the rows after them were not predicted: run again on those"
         )
     )
-    predictor = Predictor(bundle, engine, threads)
+    predictor = Predictor(bundle, engine, threads, batch_size=batch_size if from_stdin else 1)
+    if predictor.engine_choice.from_record:  # the engine depends on this machine's measurement: say which
+        typer.echo(f"engine {predictor.engine_choice.reason}", err=True)
     if from_stdin:
         # bytes, decoded by read_rows: a line that is not UTF-8 is then named, whatever the locale's encoding
         rows = read_rows(getattr(sys.stdin, "buffer", sys.stdin), "stdin", predictor)

@@ -68,7 +68,9 @@ def bench(
 ) -> None:
     """Time sparse-int8 against dense FP32 on onnxruntime, OpenVINO and torch, interleaved in one run, and
     against the best dense baseline: the fastest dense variant per batch size (OpenVINO's default bf16 included).
-    The sparse export's model.sparse.onnx is timed on pruneofa's sparse kernel too (openvino-sparse)."""
+    The sparse export's model.sparse.onnx is timed on pruneofa's sparse kernel too (openvino-sparse). The fastest
+    engine per batch is recorded for this model on this machine ($PRUNEOFA_CACHE/engine-choice.json): predict
+    and eval then run on it when no --engine is named."""
     from pruneofa import BenchConfig, benchmark
     from pruneofa.bench.report import check_outputs, write_outputs
 
@@ -94,6 +96,13 @@ def bench(
     _print_bench(doc)
     for path in write_outputs(doc, output_dir, overwrite):
         typer.echo(f"wrote {path}")
+    from pruneofa.runtime import engine_choice
+
+    # predict/eval then default to the fastest engine measured here (this machine's fact, kept per machine)
+    when = str(doc.get("created") or doc.get("date") or "")
+    choices = engine_choice.record(sparse_int8_export, doc.get("fastest_engine") or {}, doc["cpu"], when, cache_dir)
+    if choices is not None:
+        typer.echo(f"recorded the fastest engine per batch for this model on this machine in {choices}")
 
 
 @contextlib.contextmanager

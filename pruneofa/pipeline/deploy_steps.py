@@ -39,8 +39,11 @@ def export_step(recipe: Recipe, source: Step, out: Path, precision: str) -> Step
         recipe,
         f"export-{precision}",
         "[data]",
-        lambda: EvalConfig(
-            task_name=recipe.data.task_name, validation_file=vfile, max_eval_samples=recipe.data.max_eval_samples
+        lambda: EvalConfig(  # onnxruntime named: the report's scores must not depend on a bench record
+            task_name=recipe.data.task_name,
+            validation_file=vfile,
+            max_eval_samples=recipe.data.max_eval_samples,
+            engine="onnxruntime",
         ),
     )
 

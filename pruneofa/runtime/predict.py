@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from pruneofa.core import hardware
 from pruneofa.core.errors import DataError, ModelError
 from pruneofa.core.files import read_json
+from pruneofa.runtime import engine_choice
 from pruneofa.runtime.bundle import is_bundle_file, open_bundle
-from pruneofa.runtime.engines import EngineName, default_engine, open_engine
+from pruneofa.runtime.engines import EngineName, open_engine
 from pruneofa.runtime.manifest import MANIFEST, read_manifest, verify_export
 
 # Accepted JSONL keys for (text, pair): ours first, then the GLUE column names.
@@ -91,7 +93,11 @@ class Predictor:
     """Loads an export folder (or a `pruneofa bundle` file, verified and unpacked once into the cache) once;
     `predict` maps rows of (text, optional pair) to label + probabilities."""
 
-    def __init__(self, folder: Path, engine: EngineName | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self, folder: Path, engine: EngineName | None = None, threads: int | None = None, batch_size: int = 1
+    ) -> None:
+        """`engine` None: the fastest `pruneofa bench` measured for this model on this machine at `batch_size`
+        rows per call, else onnxruntime (`self.engine_choice` says which and why)."""
         from tokenizers import Tokenizer
 
         from_bundle = is_bundle_file(folder)
@@ -121,7 +127,11 @@ class Predictor:
         pad_id = self.tokenizer.token_to_id(pad_token)
         self.tokenizer.enable_truncation(self.max_length)
         self.tokenizer.enable_padding(pad_id=pad_id or 0, pad_token=pad_token)
-        self.engine = open_engine(folder, engine or default_engine(folder), threads=threads)
+        if engine is None:
+            self.engine_choice = engine_choice.choose(folder, batch_size, hardware.cpu_info())
+        else:
+            self.engine_choice = engine_choice.Choice(engine, f"{engine}: named by --engine")
+        self.engine = open_engine(folder, self.engine_choice.engine, threads=threads)
         self.input_names = self.engine.input_names
 
     def encode(self, rows: list[Row]) -> dict[str, np.ndarray]:

@@ -351,6 +351,12 @@ def test_cli_writes_outputs_and_refuses_to_overwrite(
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
     assert "| openvino-int8-b1 |" in (tmp_path / "bench.md").read_text()
     assert "headline" in out and saved["best_dense"]["b1"]["variant"] in saved["results"]
+    from pruneofa.core import hardware
+    from pruneofa.runtime import engine_choice
+
+    assert "recorded the fastest engine" in out  # predict/eval now default to it on this machine
+    choice = engine_choice.choose(tiny_exports / "int8", 1, hardware.cpu_info())
+    assert choice.engine == saved["fastest_engine"]["b1"]["engine"] and "pruneofa bench" in choice.reason
     line = cli_error(capsys, *args)
     assert "--overwrite" in line and "bench.json" in line
     gate = ["gate", "--bench", str(tmp_path / "bench.json"), "--min_speedup"]
