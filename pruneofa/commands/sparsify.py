@@ -65,8 +65,21 @@ def sparsify(
         ),
     ] = True,
     pruner: Annotated[
-        str, opt("--pruner", help="task: what picks the weights at each pruning event: magnitude or obs (slower).")
+        str,
+        opt(
+            "--pruner",
+            help="task: what picks the weights at each pruning event: magnitude (|w|), obs (reconstruction, "
+            "slower) or taylor (running |w x gradient| of the distillation loss).",
+        ),
     ] = "magnitude",
+    allocation: Annotated[
+        str,
+        opt(
+            "--allocation",
+            help="task with --pruner taylor: layer (every layer at --sparsity) or global (one ranking over all "
+            "layers sets each layer's share; --sparsity overall, each layer keeps >= 2%%).",
+        ),
+    ] = "layer",
     temperature: Annotated[float, opt("--temperature", help="task: distillation temperature T (KL x T^2).")] = 2.0,
     hidden_weight: Annotated[
         float, opt("--hidden_weight", help="task: weight of the hidden-state MSE beside the logits' KL.")
@@ -109,7 +122,7 @@ def sparsify(
         task = TaskPruneConfig(teacher=teacher, task_name=task_name, train_file=train_file,
                                validation_file=validation_file, max_train_samples=max_train_samples,
                                transfer_set=transfer_set, pruner=pruner, temperature=temperature,  # type: ignore[arg-type]  # validated by TaskPruneConfig
-                               hidden_weight=hidden_weight)  # fmt: skip
+                               hidden_weight=hidden_weight, allocation=allocation)  # type: ignore[arg-type]  # fmt: skip
     cfg = SparsifyConfig(output_dir=output_dir, sparsity=sparsity_level, method=method, text_file=text_file,  # type: ignore[arg-type]  # validated by SparsifyConfig
                          schedule=schedule, overwrite_output_dir=overwrite_output_dir, task=task,
                          block=block)  # fmt: skip

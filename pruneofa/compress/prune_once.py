@@ -119,10 +119,12 @@ def prune_on_schedule(
     prune_to: PruneFn,
     cfg: GradualConfig,
     desc: str = "prune-once",
+    after_backward: Callable[[], None] | None = None,
 ) -> list[dict[str, float]]:
     """The shared gradual-pruning loop: prune to the cubic schedule's sparsity at each pruning event, minimize
     `loss_of(batch)["loss"]` with AdamW, re-apply the masks after every step; ends at exactly cfg.target with the
-    pattern checked. Returns the log (every part of the loss, and the sparsity, ~50 times over the run)."""
+    pattern checked. Returns the log (every part of the loss, and the sparsity, ~50 times over the run).
+    `after_backward` runs while the gradients exist (e.g. to accumulate importance scores for `prune_to`)."""
     torch.manual_seed(cfg.seed)
     optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.learning_rate, eps=1e-6)
     last_cut = cfg.window[1]
@@ -146,6 +148,8 @@ def prune_on_schedule(
             current = scheduled
         losses = loss_of(next(batches))
         losses["loss"].backward()
+        if after_backward is not None:
+            after_backward()
         lr = optimizer.param_groups[0]["lr"]  # this step's rate, logged below
         optimizer.step()
         scheduler.step()

@@ -85,10 +85,11 @@ class SparsifyConfig:
             )
         if self.block < 1:
             raise PruneofaError(f"--block {self.block}: must be >= 1 (1 = unstructured, 4 = groups of 4 inputs)")
-        uses_obs = self.method == "obs" or (self.task is not None and self.task.pruner == "obs")
-        if self.block > 1 and uses_obs:
+        single = self.method == "obs" or (self.task is not None and self.task.pruner in ("obs", "taylor"))
+        if self.block > 1 and single:
             raise PruneofaError(
-                f"--block {self.block}: OBS prunes single weights; use --block 1 with OBS, or the magnitude pruner"
+                f"--block {self.block}: OBS and taylor prune single weights; use --block 1 with them, or the "
+                "magnitude pruner"
             )
         if self.method in ("gradual", "obs") and self.text_file is None:
             raise PruneofaError(f"--method {self.method} needs --text_file (one text per line, or '{BUILTIN_TEXTS}')")

@@ -28,6 +28,7 @@ from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from pruneofa.compress import sparsity
 from pruneofa.compress.distillation import DistillConfig, distillation_loss
+from pruneofa.compress.importance import ALLOCATIONS, Allocation, TaylorImportance
 from pruneofa.compress.obs import CALIBRATION_TEXTS, obs_prune_
 from pruneofa.compress.prune_once import (
     Example,
@@ -45,7 +46,7 @@ from pruneofa.data.transfer import TransferConfig, build_transfer_set, load_task
 from pruneofa.models.folder import META_FILE, QUANT_FILE, read_meta, verify_files
 from pruneofa.models.loading import from_pretrained_checked, load_teacher, load_tokenizer, resolve_model
 
-Pruner = Literal["magnitude", "obs"]
+Pruner = Literal["magnitude", "obs", "taylor"]
 HELD_OUT_FRACTION = 0.05  # of the distillation texts, kept out to measure how far the student drifted
 HELD_OUT_MAX = 512
 SPARSIFY_REPORT = "sparsity.json"  # a `sparsify` output: a sparse encoder, not a fine-tuned teacher
@@ -64,14 +65,22 @@ class TaskPruneConfig:
     transfer_set: bool = True
     transfer: TransferConfig = field(default_factory=TransferConfig)
     pruner: Pruner = "magnitude"
+    allocation: Allocation = "layer"  # taylor only: "global" lets the layers' shares differ (importance.py)
     temperature: float = 2.0
     hidden_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.teacher:
             raise PruneofaError("--method task needs --teacher DIR: the output folder of the dense teacher's training")
-        if self.pruner not in ("magnitude", "obs"):
-            raise PruneofaError(f"--pruner {self.pruner!r}: unknown; use magnitude or obs")
+        if self.pruner not in ("magnitude", "obs", "taylor"):
+            raise PruneofaError(f"--pruner {self.pruner!r}: unknown; use magnitude, obs or taylor")
+        if self.allocation not in ALLOCATIONS:
+            raise PruneofaError(f"--allocation {self.allocation!r}: unknown; use layer or global")
+        if self.allocation == "global" and self.pruner != "taylor":
+            raise PruneofaError(
+                f"--allocation global ranks weights of different layers against each other, which needs --pruner "
+                f"taylor (|w| and OBS scores are not comparable across layers); got --pruner {self.pruner}"
+            )
         if not self.temperature > 0:
             raise PruneofaError(f"--temperature {self.temperature}: must be > 0, e.g. 2")
         if not self.hidden_weight >= 0:
@@ -194,18 +203,24 @@ def task_prune(
 
     calibration = distill_on[:CALIBRATION_TEXTS]
 
+    importance = TaylorImportance(student, names) if cfg.pruner == "taylor" else None
+
     def prune_to(target: float) -> dict[str, torch.Tensor]:
         if cfg.pruner == "obs":
             return obs_prune_(student, tokenizer, calibration, target, names, max_length=schedule.max_seq_length)
+        if importance is not None:
+            return importance.prune_(target, cfg.allocation)
         return sparsity.magnitude_prune_(student, target, names, schedule.block)
 
     batches = text_batches(distill_on, tokenizer, schedule)
-    log = prune_on_schedule(student, batches, loss_of, prune_to, schedule, desc="task prune")
+    log = prune_on_schedule(student, batches, loss_of, prune_to, schedule, desc="task prune",
+                            after_backward=importance.accumulate if importance is not None else None)  # fmt: skip
     held = compare(student, teacher, tokenizer, held_out, schedule.max_seq_length, kd, task.is_regression)
     report: dict[str, Any] = {
         "task_name": task.name,
         "teacher": cfg.teacher,
         "pruner": cfg.pruner,
+        "allocation": cfg.allocation,
         "temperature": cfg.temperature,
         "hidden_weight": cfg.hidden_weight,
         "transfer_set": {"enabled": cfg.transfer_set, **pool.counts, "config": dataclasses.asdict(transfer)},

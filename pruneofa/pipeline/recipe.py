@@ -63,8 +63,9 @@ class StudentSection:
     temperature: float = 2.0
     hidden_weight: float = 1.0
     block: int = 1  # `sparsify --block`: 1 = unstructured; 4 = groups of 4 input features (not with obs)
+    allocation: str = "layer"  # method "task", pruner "taylor": "global" = per-layer shares from one ranking
 
-    TASK_ONLY: ClassVar[tuple[str, ...]] = ("pruner", "transfer_set", "temperature", "hidden_weight")
+    TASK_ONLY: ClassVar[tuple[str, ...]] = ("pruner", "transfer_set", "temperature", "hidden_weight", "allocation")
 
     def fingerprint_json(self) -> dict[str, Any]:
         """The keys its step depends on: the task-only keys only for method "task" (so adding them did not
@@ -72,6 +73,8 @@ class StudentSection:
         values = dataclasses.asdict(self)
         if self.block == 1:  # the default: left out, so adding the key re-made no earlier student
             values.pop("block")
+        if self.allocation == "layer":  # the same for the allocation key
+            values.pop("allocation")
         return values if self.method == "task" else {k: v for k, v in values.items() if k not in self.TASK_ONLY}
 
 

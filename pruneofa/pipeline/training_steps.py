@@ -140,6 +140,7 @@ def student_step(recipe: Recipe, root: Path, teacher: Step) -> Step | None:
                 pruner=s.pruner,  # type: ignore[arg-type]  # validated by TaskPruneConfig
                 temperature=s.temperature,
                 hidden_weight=s.hidden_weight,
+                allocation=s.allocation,  # type: ignore[arg-type]  # validated by TaskPruneConfig
             )
             if task_aware
             else None

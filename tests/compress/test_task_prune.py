@@ -97,6 +97,20 @@ def test_obs_pruner_reaches_the_target(tiny_teacher: tuple[Path, Path, Path]) ->
     assert report["pruner"] == "obs" and report["transfer_set"]["augmented"] == 0
 
 
+@pytest.mark.slow  # the module's teacher + student take ~25 s on 2 shared cores
+def test_taylor_pruner_with_global_shares_reaches_the_overall_target(tiny_teacher: tuple[Path, Path, Path]) -> None:
+    teacher, train, dev = tiny_teacher
+    cfg = TaskPruneConfig(teacher=str(teacher), train_file=train, validation_file=dev, pruner="taylor",
+                          allocation="global", transfer_set=False)  # fmt: skip
+    student, _, report = task_prune(cfg, dataclasses.replace(SCHEDULE, steps=9))
+    names = sparsity.prunable_weight_names(student)
+    rows = sparsity.sparsity_report(student, names)
+    zeros, total = sum(r["zeros"] for r in rows.values()), sum(r["numel"] for r in rows.values())
+    assert abs(zeros - round(0.8 * total)) <= len(rows)  # overall exact up to per-layer rounding
+    assert len({r["zeros"] / r["numel"] for r in rows.values()}) > 1  # the shares differ by layer
+    assert report["pruner"] == "taylor" and report["allocation"] == "global"
+
+
 def test_config_errors_name_the_flag() -> None:
     with pytest.raises(PruneofaError, match="--method task needs --teacher"):
         SparsifyConfig(output_dir=Path("x"), method="task")
@@ -106,6 +120,12 @@ def test_config_errors_name_the_flag() -> None:
         TaskPruneConfig(teacher="t", pruner="best")  # type: ignore[arg-type]
     with pytest.raises(PruneofaError, match="--temperature"):
         TaskPruneConfig(teacher="t", temperature=0.0)
+    with pytest.raises(PruneofaError, match=r"--allocation global .* needs --pruner taylor"):
+        TaskPruneConfig(teacher="t", allocation="global")
+    with pytest.raises(PruneofaError, match="--allocation 'wide'"):
+        TaskPruneConfig(teacher="t", pruner="taylor", allocation="wide")  # type: ignore[arg-type]
+    with pytest.raises(PruneofaError, match="--block 4: OBS and taylor"):
+        SparsifyConfig(output_dir=Path("x"), method="task", block=4, task=TaskPruneConfig(teacher="t", pruner="taylor"))
     with pytest.raises(PruneofaError, match="sst3"):
         TaskPruneConfig(teacher="t", task_name="sst3")
 
