@@ -177,6 +177,9 @@ x = rng.standard_normal((3, 37, 70)).astype(np.float32)
 got = compiled(x)[0]
 assert got.shape == (3, 37, 40)
 np.testing.assert_allclose(got, reference_linear(x, w, w_scale, bias, 0.02, 128), rtol=1e-5, atol=1e-4)
+# Past 2^18 input values the op quantizes once, in parallel, before the matmul (small inputs: per thread).
+big = rng.standard_normal((4, 1100, 70)).astype(np.float32)
+np.testing.assert_allclose(compiled(big)[0], reference_linear(big, w, w_scale, bias, 0.02, 128), rtol=1e-5, atol=1e-4)
 print("ok")
 """
     done = _in_subprocess(code, isa)
