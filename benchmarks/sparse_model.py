@@ -8,6 +8,9 @@ sparse, int8 QAT-calibrated), at seq 128 and each batch size, seq/s of:
 - `ov-int8`:    the sparse QDQ int8 export in OpenVINO (its dense int8 kernels: the zeros are not skipped);
 - `ov-sparse-<path>`: the same int8 model in sparse form (pruneofa/kernels/sparse_form.py), every Linear run by
                 pruneofa's zero-skipping kernel, for each kernel path this CPU runs.
+- `deepsparse-int8` (optional peer, when DeepSparse is installed in its own env, see deepsparse_peer.py): the
+                same sparse model as a per-tensor QOperator int8 model in DeepSparse 1.8; `deepsparse-dense-int8`
+                the dense model the same way (`--deepsparse_dense`). Timed in their own process, in the same rounds.
 Ratios are against the best dense engine measured in the same run. Prints a table, then one JSON line.
 
     .venv/bin/python benchmarks/sparse_model.py --workdir runs/bench-shapes --shapes minilm bert-base
@@ -28,6 +31,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+import deepsparse_peer
 from bench_shapes import build_exports
 
 
@@ -48,6 +52,24 @@ def compiled(core: Any, path: Path, threads: int, hint: str | None, shapes: dict
     model = core.compile_model(graph, "CPU", config)
     precision = model.get_property("INFERENCE_PRECISION_HINT")  # an element type: bf16, f32
     return model, str(precision.get_type_name()) if hasattr(precision, "get_type_name") else str(precision)
+
+
+def start_peers(
+    args: argparse.Namespace, root: Path, inputs: dict[str, np.ndarray], variants: dict[str, Any]
+) -> dict[str, deepsparse_peer.Peer]:
+    """DeepSparse variants (added to `variants`) when its env exists; a note on stderr when it does not."""
+    if not args.deepsparse.is_file():
+        print(f"sparse_model.py: DeepSparse not timed: no {args.deepsparse} (see deepsparse_peer.py)", file=sys.stderr)
+        return {}
+    models = {"deepsparse-int8": deepsparse_peer.prepare(root / "int8" / "model.onnx", root / "deepsparse", inputs)}
+    if args.deepsparse_dense:
+        fp32 = root / "fp32" / "model.onnx"
+        models["deepsparse-dense-int8"] = deepsparse_peer.prepare_dense(fp32, root / "deepsparse", inputs)
+    peers = {}
+    for name, model in models.items():
+        peers[name] = deepsparse_peer.Peer(args.deepsparse, model, inputs, args.threads)
+        variants[name] = (None, None, f"int8 (DeepSparse {peers[name].info.get('version')})")
+    return peers
 
 
 def main() -> int:
@@ -75,6 +97,13 @@ def main() -> int:
         help="behave as a CPU without AMX: OpenVINO through ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16, and the sparse "
         "kernel's amx path left out",
     )
+    parser.add_argument(
+        "--deepsparse",
+        type=Path,
+        default=deepsparse_peer.DEFAULT_PYTHON,
+        help="python of DeepSparse's own env (default .venv-deepsparse/bin/python; left out when missing)",
+    )
+    parser.add_argument("--deepsparse_dense", action="store_true", help="also time the dense model in DeepSparse")
     args = parser.parse_args()
     if args.no_amx:  # before OpenVINO loads oneDNN: the variable is read once
         os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX512_CORE_BF16"
@@ -122,11 +151,15 @@ def main() -> int:
                     if (args.no_amx and isa == "amx") or isa not in args.isas:
                         continue
                     variants[f"ov-sparse-{isa}{suffix}"] = (isa, model.create_infer_request(), precision)
+            peers = start_peers(args, root, inputs, variants)
             samples: dict[str, list[float]] = {name: [] for name in variants}
             names = list(variants)
             for r in range(args.rounds):
                 for name in names[r % len(names) :] + names[: r % len(names)]:
                     isa, request, _ = variants[name]
+                    if name in peers:
+                        samples[name].append(peers[name].seq_s(args.seconds))
+                        continue
                     if isa:
                         os.environ[native.ISA_ENV] = isa
                     request.infer(inputs)
@@ -136,6 +169,8 @@ def main() -> int:
                         count += 1
                     samples[name].append(batch * count / (time.perf_counter() - start))
                     os.environ.pop(native.ISA_ENV, None)
+            for peer in peers.values():
+                peer.close()
             seq_s = {name: statistics.median(v) for name, v in samples.items()}
             best_dense = max(("ov-fp32", "ov-default"), key=lambda n: seq_s[n])
             for name, value in seq_s.items():
