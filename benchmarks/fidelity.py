@@ -10,6 +10,8 @@ drop of the worst int8 engine from the teacher, and the wall time of each step. 
   gradual             prune-once: cubic schedule + hidden-state distillation from the pre-trained model
   task                task-aware: the fine-tuned teacher pruned on the task text + transfer set, logits + hidden KD
   task-no-transfer    the same without the transfer set (its ablation)
+  task-taylor         task-aware, weights picked by running |w x grad| of the distillation loss (--pruner taylor)
+  task-taylor-global  the same, one ranking over all layers sets each layer's share (--allocation global)
   magnitude+layer-kd  one-shot magnitude + hidden-state distillation in stages 1 and 2 (its ablation)
   task+layer-kd       task-aware student + hidden-state distillation in stages 1 and 2 (the combination)
   task-block4         task-aware, zeros in groups of 4 inputs (sparsify --block 4: what the kernel likes)
@@ -44,15 +46,18 @@ import tomllib
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RECIPE = ROOT / "pruneofa" / "pipeline" / "recipes" / "default.toml"
 LAYER_KD = {"hidden_distill_weight": 1.0}
+TASK = {"method": "task", "pruner": "magnitude", "allocation": "layer"}  # explicit: the default recipe may change
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "magnitude": {"student": {"method": "magnitude"}},
     "obs": {"student": {"method": "obs"}},
     "gradual": {"student": {"method": "gradual"}},
-    "task": {"student": {"method": "task"}},
-    "task-no-transfer": {"student": {"method": "task", "transfer_set": False}},
+    "task": {"student": TASK},
+    "task-no-transfer": {"student": {**TASK, "transfer_set": False}},
+    "task-taylor": {"student": {**TASK, "pruner": "taylor"}},
+    "task-taylor-global": {"student": {**TASK, "pruner": "taylor", "allocation": "global"}},
     "magnitude+layer-kd": {"student": {"method": "magnitude"}, "stage1": LAYER_KD, "stage2": LAYER_KD},
-    "task+layer-kd": {"student": {"method": "task"}, "stage1": LAYER_KD, "stage2": LAYER_KD},
-    "task-block4": {"student": {"method": "task", "block": 4}},
+    "task+layer-kd": {"student": TASK, "stage1": LAYER_KD, "stage2": LAYER_KD},
+    "task-block4": {"student": {**TASK, "block": 4}},
 }
 
 

@@ -153,7 +153,15 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=0.3, help="per variant per round")
+    parser.add_argument("--isas", nargs="+", default=None, help="kernel paths to time (default: all this CPU runs)")
+    parser.add_argument(
+        "--no_amx",
+        action="store_true",
+        help="behave as a CPU without AMX: OpenVINO through ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16, the amx path out",
+    )
     args = parser.parse_args()
+    if args.no_amx:  # before OpenVINO loads oneDNN: the variable is read once
+        os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX512_CORE_BF16"
 
     from pruneofa.core import hardware
     from pruneofa.kernels import native, openvino_op
@@ -179,6 +187,9 @@ def main() -> int:
             spec = layer(rng, rows, cols, args.sparsity, args.block)
             fill = pack_groups(spec["w"]).group_fill
             variants = runners(spec, args.threads, Path(tmp))
+            for name, (isa, _) in list(variants.items()):
+                if isa is not None and ((args.no_amx and isa == "amx") or (args.isas and isa not in args.isas)):
+                    del variants[name]
             for tokens in args.tokens:
                 x = (rng.standard_normal((tokens, cols)) * 2).astype(np.float32)
                 times: dict[str, list[float]] = {name: [] for name in variants}
@@ -209,6 +220,7 @@ def main() -> int:
                     )
     cpu = hardware.cpu_info()
     summary = {"cpu": cpu, "threads": args.threads, "sparsity": args.sparsity, "block": args.block}
+    summary["onednn_max_cpu_isa"] = os.environ.get("ONEDNN_MAX_CPU_ISA")
     summary.update(rounds=args.rounds, rows=rows_out)
     print(json.dumps(summary))
     return 0
