@@ -47,7 +47,8 @@ POFA_API int pofa_isa_supported(int isa);
 POFA_API int pofa_isa_selected(void);
 
 /* out[t, n] = sum_k x[t, k] * w[n, k], exact int32; x is u8 [tokens, cols] row-major, out int32 [tokens, rows].
- * Returns 0, or -1 if the path is unknown or unsupported here. */
+ * Returns 0, or -1 if the path is unknown or unsupported here or `w` is malformed (row_ptr not non-decreasing
+ * from 0, a row's groups not strictly ascending, or a group number past the last group of cols). */
 POFA_API int pofa_sparse_gemm_s32(const pofa_weights* w, const uint8_t* x, int64_t tokens, int32_t* out, int isa,
                                   int threads);
 

@@ -73,7 +73,7 @@ void parallel_rows(int64_t blocks, int threads, Body body) {
 int run(const pofa_weights* w, const uint8_t* x_u8, const float* x_f32, int64_t tokens, float scale, int32_t zp,
         const Output& out, int isa, int threads) {
     const Kernel* kernel = kernel_for(isa);
-    if (kernel == nullptr || w == nullptr || tokens < 0) return -1;
+    if (kernel == nullptr || w == nullptr || tokens < 0 || !valid_weights(*w)) return -1;
     if (tokens == 0 || w->rows == 0) return 0;
     const std::unique_ptr<PreparedWeights> prepared = kernel->prepare ? kernel->prepare(*w) : nullptr;
     std::vector<uint8_t> x4(kernel->activation_bytes(tokens, w->cols) + 64);
@@ -90,6 +90,18 @@ int run(const pofa_weights* w, const uint8_t* x_u8, const float* x_f32, int64_t 
 }  // namespace
 
 int resolve_isa(int isa) { return isa == POFA_ISA_AUTO ? pofa_isa_selected() : isa; }
+
+bool valid_weights(const pofa_weights& w) {
+    if (w.rows < 0 || w.cols < 0 || w.row_ptr == nullptr || w.row_ptr[0] != 0) return false;
+    const int32_t groups = col_groups(w.cols);
+    for (int32_t n = 0; n < w.rows; ++n) {
+        if (w.row_ptr[n + 1] < w.row_ptr[n]) return false;
+        for (int32_t j = w.row_ptr[n]; j < w.row_ptr[n + 1]; ++j) {
+            if (w.groups[j] >= groups || (j > w.row_ptr[n] && w.groups[j] <= w.groups[j - 1])) return false;
+        }
+    }
+    return true;
+}
 
 const Kernel* kernel_for(int isa) {
     isa = resolve_isa(isa);

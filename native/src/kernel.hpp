@@ -76,6 +76,10 @@ const Kernel& kernel_amx();
 const Kernel* kernel_for(int isa);
 int resolve_isa(int isa);
 
+// Whether `w` is well formed: row_ptr non-decreasing from 0, and each row's group numbers strictly ascending and
+// below col_groups(cols) (the kernels walk a row's groups in order, chunk by chunk).
+bool valid_weights(const pofa_weights& w);
+
 // Portable pieces the ISA kernels share.
 void pack_u8_portable(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4);
 void quantize_pack_portable(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point,

@@ -13,13 +13,16 @@
 namespace pofa {
 namespace {
 
+// Groups [j, end) of one row (its non-empty groups in one K chunk) added into the row's R sums in `out`
+// (16 tokens each; zero-started when `first`).
 template <int R>
-inline void row_sums(const pofa_weights& w, int32_t n, const uint8_t* base, int64_t group_stride, int32_t* out) {
+inline void row_sums(const pofa_weights& w, int32_t j, const int32_t end, const uint8_t* base, int64_t group_stride,
+                     int32_t* out, bool first) {
     __m512i acc[2][R];
-    for (int u = 0; u < 2; ++u)
-        for (int i = 0; i < R; ++i) acc[u][i] = _mm512_setzero_si512();
-    int32_t j = w.row_ptr[n];
-    const int32_t end = w.row_ptr[n + 1];
+    for (int i = 0; i < R; ++i) {
+        acc[0][i] = first ? _mm512_setzero_si512() : _mm512_load_si512(out + 16 * i);
+        acc[1][i] = _mm512_setzero_si512();
+    }
     for (; j + 1 < end; j += 2) {
         const uint8_t* p0 = base + static_cast<int64_t>(w.groups[j]) * group_stride;
         const uint8_t* p1 = base + static_cast<int64_t>(w.groups[j + 1]) * group_stride;
@@ -60,6 +63,11 @@ inline void store_tile(const int32_t* tile, int32_t rows, int32_t n0, int nrows,
     }
 }
 
+// Activation bytes of one K chunk: a row block sweeps the chunks in order, so the 16 rows of the block read a
+// chunk from L1 instead of each row walking the whole block (64 tokens x K bytes: 192 KB at K = 3072, which
+// lives in L2, where scattered group loads stall).
+constexpr int64_t kChunkBytes = 24 * 1024;
+
 template <int R>
 void token_block(const pofa_weights& w, const Activations& a, const Output& o, int64_t rb_begin, int64_t rb_end,
                  int64_t t0) {
@@ -67,10 +75,23 @@ void token_block(const pofa_weights& w, const Activations& a, const Output& o, i
     const int ntok = static_cast<int>(std::min<int64_t>(16 * R, a.tokens - t0));
     const uint8_t* base = a.x4 + t0 * col_groups(w.cols) * 4;  // the block's own [groups][16R][4] bytes
     const int64_t group_stride = 16 * R * 4;
+    const int32_t groups = col_groups(w.cols);
+    const int32_t chunk = static_cast<int32_t>(std::max<int64_t>(1, kChunkBytes / group_stride));
+    int32_t cursor[kRowBlock];
     for (int64_t rb = rb_begin; rb < rb_end; ++rb) {
         const int32_t n0 = static_cast<int32_t>(rb * kRowBlock);
         const int nrows = std::min(kRowBlock, w.rows - n0);
-        for (int r = 0; r < nrows; ++r) row_sums<R>(w, n0 + r, base, group_stride, tile + r * kMaxTile);
+        for (int r = 0; r < nrows; ++r) cursor[r] = w.row_ptr[n0 + r];
+        for (int32_t g0 = 0; g0 < groups; g0 += chunk) {
+            const int32_t g1 = g0 + chunk;
+            for (int r = 0; r < nrows; ++r) {
+                const int32_t row_end = w.row_ptr[n0 + r + 1];
+                int32_t end = cursor[r];
+                while (end < row_end && w.groups[end] < g1) ++end;  // groups of a row are in increasing order
+                row_sums<R>(w, cursor[r], end, base, group_stride, tile + r * kMaxTile, g0 == 0);
+                cursor[r] = end;
+            }
+        }
         store_tile(tile, w.rows, n0, nrows, t0, ntok, o);
     }
 }

@@ -144,6 +144,10 @@ private:
             prepared_->w = pofa_weights{static_cast<int32_t>(rows_), static_cast<int32_t>(cols_),
                                         prepared_->row_ptr.data(), prepared_->groups.data(),
                                         prepared_->values.data()};
+            if (!valid_weights(prepared_->w)) {
+                throw std::runtime_error("pruneofa SparseInt8Linear: packed weights are malformed (row offsets or "
+                                         "group numbers out of order); re-export the model");
+            }
         });
         return prepared_->w;
     }

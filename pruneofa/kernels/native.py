@@ -129,7 +129,7 @@ def gemm_s32(w: GroupWeights, x: np.ndarray, isa: str | None = None, threads: in
     code = library().pofa_sparse_gemm_s32(ctypes.byref(_struct(w)), x.ctypes.data, x.shape[0], out.ctypes.data,
                                           _isa_index(isa), threads)  # fmt: skip
     if code != 0:
-        raise PruneofaError(f"sparse kernel failed (code {code})")
+        raise PruneofaError(f"sparse kernel failed (code {code}): malformed weights (build them with pack_groups)")
     return out
 
 
@@ -155,5 +155,7 @@ def linear_f32(
         offset.ctypes.data, out.ctypes.data, _isa_index(isa), threads,
     )  # fmt: skip
     if code != 0:
-        raise PruneofaError(f"sparse kernel failed (code {code}): x_scale must be > 0")
+        raise PruneofaError(
+            f"sparse kernel failed (code {code}): x_scale must be > 0 and the weights well formed (pack_groups)"
+        )
     return out

@@ -26,6 +26,7 @@ SHAPES = [  # (rows, cols, tokens)
     (40, 768, 100),  # 64 + 36: a full token block and a partial one
     (33, 130, 129),
     (768, 96, 200),
+    (24, 3072, 20),  # K = 3072: several K chunks per row block
 ]
 
 
@@ -125,6 +126,33 @@ def test_packing_round_trips_and_counts_groups() -> None:
         pack_groups(w.astype(np.int16))
     with pytest.raises(ValueError, match="expected"):
         GroupWeights.from_bytes(packed.to_bytes()[:-2], 33, 70)
+
+
+@needs_kernel
+@pytest.mark.parametrize("isa", native.ISA_NAMES)
+def test_malformed_weights_are_refused_not_misread(isa: str) -> None:
+    """Every path walks a row's groups in ascending order (K chunk by chunk): out-of-order or out-of-range group
+    numbers, or row offsets that go backwards, are an error, never a silently wrong sum."""
+    if isa not in paths():
+        pytest.skip(f"this CPU cannot run {isa}")
+    good = pack_groups(sparse_int8(np.random.default_rng(7), 8, 64))
+    x = np.ones((3, 64), np.uint8)
+    native.gemm_s32(good, x, isa)  # well formed: runs
+    row = int(np.argmax(np.diff(good.row_ptr) >= 2))  # a row with at least two groups
+    swapped = good.groups.copy()
+    a = int(good.row_ptr[row])
+    swapped[a], swapped[a + 1] = swapped[a + 1], swapped[a]
+    beyond = good.groups.copy()
+    beyond[0] = 16  # 64 columns = groups 0..15
+    backwards = good.row_ptr.copy()
+    backwards[1] = backwards[2] + 1
+    for bad in (
+        GroupWeights(8, 64, good.row_ptr, swapped, good.values),
+        GroupWeights(8, 64, good.row_ptr, beyond, good.values),
+        GroupWeights(8, 64, backwards, good.groups, good.values),
+    ):
+        with pytest.raises(PruneofaError, match="malformed weights"):
+            native.gemm_s32(bad, x, isa)
 
 
 @needs_kernel
