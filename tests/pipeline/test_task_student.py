@@ -92,7 +92,8 @@ def test_other_methods_keep_their_student_fingerprint(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "words"),
     [
-        ('pruner = "best"\n', ["[student]", "--pruner 'best'", "magnitude or obs"]),
+        ('pruner = "best"\n', ["[student]", "--pruner 'best'", "magnitude, obs or taylor"]),
+        ('allocation = "global"\n', ["[student]", "--allocation global", "--pruner taylor"]),
         ("temperature = 0.0\n", ["[student]", "--temperature"]),
         ('text_file = "missing.txt"\n', None),  # not read by method task: no error
     ],
