@@ -201,6 +201,13 @@ def main() -> int:
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--sparsities", nargs="+", type=float, default=[0.8, 0.9])
     parser.add_argument("--select", action="store_true", help="validate on a 10%% split of train, never on dev")
+    parser.add_argument(
+        "--teacher",
+        type=Path,
+        default=None,
+        help="import this finished teacher (e.g. an earlier run's DIR/teacher of the same --data) instead of "
+        "fine-tuning one first",
+    )
     args = parser.parse_args()
 
     base = tomllib.loads(args.recipe.read_text())
@@ -219,7 +226,8 @@ def main() -> int:
     base["bench"] = {**base.get("bench", {}), "batch_sizes": [1], "duration": 1.0, "iterations": 10}
     base["gate"] = {"accuracy": {"max_drop": 0.03}}
 
-    teacher: str | None = None  # the first run fine-tunes the dense teacher; every later run imports it
+    # the first run fine-tunes the dense teacher (unless --teacher names one); every later run imports it
+    teacher: str | None = str(args.teacher.resolve()) if args.teacher else None
     results: list[dict[str, Any]] = []
     for sparsity in args.sparsities:
         for variant in args.variants:
