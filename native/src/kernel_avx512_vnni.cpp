@@ -63,11 +63,6 @@ inline void store_tile(const int32_t* tile, int32_t rows, int32_t n0, int nrows,
     }
 }
 
-// Activation bytes of one K chunk: a row block sweeps the chunks in order, so the 16 rows of the block read a
-// chunk from L1 instead of each row walking the whole block (64 tokens x K bytes: 192 KB at K = 3072, which
-// lives in L2, where scattered group loads stall).
-constexpr int64_t kChunkBytes = 24 * 1024;
-
 template <int R>
 void token_block(const pofa_weights& w, const Activations& a, const Output& o, int64_t rb_begin, int64_t rb_end,
                  int64_t t0) {
