@@ -52,12 +52,20 @@ POFA_API int pofa_isa_selected(void);
 POFA_API int pofa_sparse_gemm_s32(const pofa_weights* w, const uint8_t* x, int64_t tokens, int32_t* out, int isa,
                                   int threads);
 
+/* Activations the fused linear layer can apply to its f32 result. */
+enum { POFA_ACT_NONE = 0, POFA_ACT_GELU = 1 /* 0.5 y (1 + erf(y / sqrt 2)), BERT's GELU */ };
+
 /* The fused linear layer: q = clamp(round(x / x_scale) + x_zero_point, 0, 255) (ONNX QuantizeLinear), then
  * out[t, n] = (sum_k q[t, k] * w[n, k]) * mult[n] + offset[n], with mult = x_scale * w_scale[n] and
  * offset = bias[n] - mult[n] * x_zero_point * sum_k w[n, k] precomputed by the caller. x, out f32 row-major. */
 POFA_API int pofa_sparse_linear_f32(const pofa_weights* w, const float* x, int64_t tokens, float x_scale,
                                     int32_t x_zero_point, const float* mult, const float* offset, float* out,
                                     int isa, int threads);
+
+/* pofa_sparse_linear_f32 followed by `activation` (POFA_ACT_*) on each output value. */
+POFA_API int pofa_sparse_linear_act_f32(const pofa_weights* w, const float* x, int64_t tokens, float x_scale,
+                                        int32_t x_zero_point, const float* mult, const float* offset, float* out,
+                                        int activation, int isa, int threads);
 
 #ifdef __cplusplus
 }

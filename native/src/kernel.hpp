@@ -42,12 +42,13 @@ struct Activations {
     int64_t padded;  // padded_tokens(tokens)
 };
 
-// Where results go: int32 (mult == nullptr) or f32 = acc * mult[n] + offset[n]; row-major [tokens, rows].
+// Where results go: int32 (mult == nullptr) or f32 = act(acc * mult[n] + offset[n]); row-major [tokens, rows].
 struct Output {
     int32_t* s32;
     float* f32;
     const float* mult;
     const float* offset;
+    int activation = POFA_ACT_NONE;  // f32 only: POFA_ACT_GELU applies 0.5 y (1 + erf(y / sqrt 2))
 };
 
 // A path's own form of a layer's weights, built once per layer (the AMX path's compressed tiles); the K-group
@@ -89,6 +90,7 @@ void pack_u8_portable(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x
 void quantize_pack_portable(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point,
                             uint8_t* x4, int64_t t_begin, int64_t t_end);
 uint8_t quantize_one(float x, float scale, int32_t zero_point);
+float gelu_scalar(float y);  // 0.5 y (1 + erf(y / sqrt 2)) with std::erf
 
 // tile[r][t] (row stride kMaxTile) holds rows n0..n0+nrows, tokens t0..t0+ntok: write them to the output.
 void store_tile_portable(const int32_t* tile, int32_t rows, int32_t n0, int nrows, int64_t t0, int ntok,

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kernel.hpp"
+#include "gelu_avx512.hpp"
 #include "quantize_avx512.hpp"
 
 namespace pofa {
@@ -122,7 +123,8 @@ inline void store_c(const int32_t* c, const Output& o, int32_t rows, int32_t n0,
     const __m512 mult = _mm512_maskz_loadu_ps(mask, o.mult + n0);
     const __m512 offset = _mm512_maskz_loadu_ps(mask, o.offset + n0);
     for (int t = 0; t < ntok; ++t) {
-        const __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * t)), mult, offset);
+        __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * t)), mult, offset);
+        if (o.activation == POFA_ACT_GELU) y = gelu16(y);
         _mm512_mask_storeu_ps(o.f32 + (t0 + t) * rows + n0, mask, y);
     }
 }

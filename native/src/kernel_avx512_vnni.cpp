@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "kernel.hpp"
+#include "gelu_avx512.hpp"
 #include "quantize_avx512.hpp"
 
 namespace pofa {
@@ -58,7 +59,8 @@ inline void store_tile(const int32_t* tile, int32_t rows, int32_t n0, int nrows,
     const __m512 offset = _mm512_maskz_loadu_ps(mask, o.offset + n0);
     for (int t = 0; t < ntok; ++t) {
         const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, column, tile + t, 4);
-        const __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), mult, offset);
+        __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), mult, offset);
+        if (o.activation == POFA_ACT_GELU) y = gelu16(y);
         _mm512_mask_storeu_ps(o.f32 + (t0 + t) * rows + n0, mask, y);
     }
 }

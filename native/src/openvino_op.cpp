@@ -6,14 +6,16 @@
 //
 // Inputs: 0 x f32 [..., cols]; 1 packed weights u8 (row_ptr int32 [rows + 1] | values int32 [G] | groups uint16
 // [G], G = row_ptr[rows]); 2 mult f32 [rows]; 3 offset f32 [rows]. Attributes: rows, cols, x_scale,
-// x_zero_point. Output: f32 [..., rows]. See pruneofa_sparse.h for the arithmetic.
+// x_zero_point, activation (optional: 0 none, 1 GELU, fused into the epilogue so the FFN's GELU is not a
+// separate pass over the f32 output, as OpenVINO fuses it into its own FullyConnected). Output: f32 [..., rows].
+// See pruneofa_sparse.h for the arithmetic.
 #include <array>
 #include <cstring>
 #include <mutex>
 #include <openvino/core/extension.hpp>
 #include <openvino/core/op_extension.hpp>
 #include <openvino/core/parallel.hpp>
-#include <openvino/frontend/onnx/extension/op.hpp>
+#include <openvino/frontend/onnx/extension/conversion.hpp>
 #include <openvino/op/op.hpp>
 #include <stdexcept>
 #include <string>
@@ -32,14 +34,17 @@ public:
     OPENVINO_OP("SparseInt8Linear", "pruneofa");
 
     SparseInt8Linear() = default;
-    SparseInt8Linear(const ov::OutputVector& args, int64_t rows, int64_t cols, float x_scale, int64_t x_zero_point)
-        : Op(args), rows_(rows), cols_(cols), x_scale_(x_scale), x_zero_point_(x_zero_point) {
+    SparseInt8Linear(const ov::OutputVector& args, int64_t rows, int64_t cols, float x_scale, int64_t x_zero_point,
+                     int64_t activation)
+        : Op(args), rows_(rows), cols_(cols), x_scale_(x_scale), x_zero_point_(x_zero_point), activation_(activation) {
         constructor_validate_and_infer_types();
     }
 
     void validate_and_infer_types() override {
         NODE_VALIDATION_CHECK(this, get_input_size() == 4, "SparseInt8Linear takes 4 inputs, got ", get_input_size());
         NODE_VALIDATION_CHECK(this, get_input_element_type(1) == ov::element::u8, "packed weights must be u8");
+        NODE_VALIDATION_CHECK(this, activation_ == POFA_ACT_NONE || activation_ == POFA_ACT_GELU,
+                              "activation must be 0 (none) or 1 (gelu), got ", activation_);
         ov::PartialShape shape = get_input_partial_shape(0);
         if (shape.rank().is_static() && shape.rank().get_length() >= 1) {
             const auto last = shape.rank().get_length() - 1;
@@ -50,7 +55,7 @@ public:
     }
 
     std::shared_ptr<ov::Node> clone_with_new_inputs(const ov::OutputVector& args) const override {
-        return std::make_shared<SparseInt8Linear>(args, rows_, cols_, x_scale_, x_zero_point_);
+        return std::make_shared<SparseInt8Linear>(args, rows_, cols_, x_scale_, x_zero_point_, activation_);
     }
 
     bool visit_attributes(ov::AttributeVisitor& visitor) override {
@@ -58,6 +63,7 @@ public:
         visitor.on_attribute("cols", cols_);
         visitor.on_attribute("x_scale", x_scale_);
         visitor.on_attribute("x_zero_point", x_zero_point_);
+        visitor.on_attribute("activation", activation_);
         return true;
     }
 
@@ -80,7 +86,8 @@ public:
         if (tokens == 0) return true;
         const size_t bytes = kernel->activation_bytes(tokens, w.cols) + 64;
         const float* x = inputs[0].data<const float>();
-        const Output o{nullptr, outputs[0].data<float>(), inputs[2].data<const float>(), inputs[3].data<const float>()};
+        const Output o{nullptr, outputs[0].data<float>(), inputs[2].data<const float>(), inputs[3].data<const float>(),
+                       static_cast<int>(activation_)};
         const int64_t blocks = row_blocks(w);
         if (tokens * w.cols <= kSharedQuantizeLimit) {
             // Small inputs (batch 1, a few hundred tokens): every thread quantizes the whole input into its own
@@ -178,6 +185,7 @@ private:
     int64_t cols_ = 0;
     float x_scale_ = 1.0f;
     int64_t x_zero_point_ = 0;
+    int64_t activation_ = POFA_ACT_NONE;  // absent from files written before it existed: none
     std::shared_ptr<Prepared> prepared_ = std::make_shared<Prepared>();
 };
 
@@ -185,6 +193,22 @@ private:
 
 extern "C" POFA_API const char* pofa_openvino_built_with(void) { return POFA_OPENVINO_BUILD_VERSION; }
 
+namespace {
+
+// The ONNX node -> the op. A conversion function rather than an attribute-mapping OpExtension, because the
+// `activation` attribute is optional (files written before it existed have none) and a mapped attribute is not.
+ov::OutputVector from_onnx(const ov::frontend::NodeContext& node) {
+    ov::OutputVector inputs;
+    for (size_t i = 0; i < node.get_input_size(); ++i) inputs.push_back(node.get_input(static_cast<int>(i)));
+    const auto op = std::make_shared<pofa::SparseInt8Linear>(
+        inputs, node.get_attribute<int64_t>("rows"), node.get_attribute<int64_t>("cols"),
+        node.get_attribute<float>("x_scale"), node.get_attribute<int64_t>("x_zero_point"),
+        node.get_attribute<int64_t>("activation", int64_t{POFA_ACT_NONE}));
+    return op->outputs();
+}
+
+}  // namespace
+
 OPENVINO_CREATE_EXTENSIONS(std::vector<ov::Extension::Ptr>(
     {std::make_shared<ov::OpExtension<pofa::SparseInt8Linear>>(),
-     std::make_shared<ov::frontend::onnx::OpExtension<pofa::SparseInt8Linear>>("SparseInt8Linear", "ai.pruneofa")}));
+     std::make_shared<ov::frontend::onnx::ConversionExtension>("SparseInt8Linear", "ai.pruneofa", from_onnx)}));

@@ -41,6 +41,8 @@ void quantize_pack_portable(const float* x, int64_t tokens, int32_t cols, float 
     }
 }
 
+float gelu_scalar(float y) { return 0.5f * y * (1.0f + std::erf(y * 0.70710678118654752f)); }
+
 void store_tile_portable(const int32_t* tile, int32_t rows, int32_t n0, int nrows, int64_t t0, int ntok,
                          const Output& o) {
     for (int t = 0; t < ntok; ++t) {
@@ -50,7 +52,8 @@ void store_tile_portable(const int32_t* tile, int32_t rows, int32_t n0, int nrow
             if (o.mult == nullptr) {
                 o.s32[out_row + r] = acc;
             } else {
-                o.f32[out_row + r] = static_cast<float>(acc) * o.mult[n0 + r] + o.offset[n0 + r];
+                const float y = static_cast<float>(acc) * o.mult[n0 + r] + o.offset[n0 + r];
+                o.f32[out_row + r] = o.activation == POFA_ACT_GELU ? gelu_scalar(y) : y;
             }
         }
     }

@@ -53,6 +53,7 @@ def write(folder: Path, qdq_path: Path, quantized_linears: int) -> dict[str, Any
         "dense_int8_bytes": facts.dense_int8_bytes,
         "weight_bytes_ratio": facts.weight_bytes / facts.dense_int8_bytes if facts.dense_int8_bytes else None,
         "group_fill": facts.group_fill,  # non-empty 4-wide input groups / all groups
+        "gelus_fused": facts.gelus_fused,  # FFN GELUs computed in their Linear's epilogue
     }
 
 

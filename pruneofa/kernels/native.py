@@ -25,6 +25,7 @@ BUILD_ERROR_FILE = HERE / "BUILD_ERROR.txt"  # written by setup.py when CMake fa
 ISA_ENV = "PRUNEOFA_SPARSE_ISA"
 ISA_NAMES = ("scalar", "avx2", "avx512_vnni", "amx")  # indices = the C enum
 AUTO = -1
+ACTIVATIONS = {"none": 0, "gelu": 1}  # POFA_ACT_* of pruneofa_sparse.h
 
 
 class _Weights(ctypes.Structure):
@@ -68,6 +69,10 @@ def _library() -> ctypes.CDLL | None:
     lib.pofa_sparse_linear_f32.argtypes = [
         ctypes.POINTER(_Weights), ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int32,
         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+    ]  # fmt: skip
+    lib.pofa_sparse_linear_act_f32.argtypes = [
+        ctypes.POINTER(_Weights), ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int32,
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int,
     ]  # fmt: skip
     return lib
 
@@ -142,17 +147,21 @@ def linear_f32(
     offset: np.ndarray,
     isa: str | None = None,
     threads: int = 1,
+    activation: str = "none",
 ) -> np.ndarray:
-    """The fused layer: quantize x (f32 [tokens, cols]) as QuantizeLinear, sparse int8 matmul, acc*mult+offset."""
+    """The fused layer: quantize x (f32 [tokens, cols]) as QuantizeLinear, sparse int8 matmul, acc*mult+offset,
+    then `activation` ("none" or "gelu": 0.5 y (1 + erf(y / sqrt 2)))."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation {activation!r}: use one of {', '.join(ACTIVATIONS)}")
     x = np.ascontiguousarray(x, dtype=np.float32)
     mult = np.ascontiguousarray(mult, dtype=np.float32)
     offset = np.ascontiguousarray(offset, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] != w.cols or mult.shape != (w.rows,) or offset.shape != (w.rows,):
         raise ValueError(f"x must be [tokens, {w.cols}] and mult/offset [{w.rows}]")
     out = np.empty((x.shape[0], w.rows), dtype=np.float32)
-    code = library().pofa_sparse_linear_f32(
+    code = library().pofa_sparse_linear_act_f32(
         ctypes.byref(_struct(w)), x.ctypes.data, x.shape[0], x_scale, x_zero_point, mult.ctypes.data,
-        offset.ctypes.data, out.ctypes.data, _isa_index(isa), threads,
+        offset.ctypes.data, out.ctypes.data, ACTIVATIONS[activation], _isa_index(isa), threads,
     )  # fmt: skip
     if code != 0:
         raise PruneofaError(

@@ -66,10 +66,21 @@ def epilogue(
 
 
 def node_and_initializers(
-    name: str, x: str, y: str, w: GroupWeights, x_scale: float, x_zero_point: int, mult: np.ndarray, offset: np.ndarray
+    name: str,
+    x: str,
+    y: str,
+    w: GroupWeights,
+    x_scale: float,
+    x_zero_point: int,
+    mult: np.ndarray,
+    offset: np.ndarray,
+    activation: str = "none",
 ) -> tuple[Any, list[Any]]:
-    """The ONNX node `y = SparseInt8Linear(x)` and its three initializers (packed weights, mult, offset)."""
+    """The ONNX node `y = SparseInt8Linear(x)` and its three initializers (packed weights, mult, offset);
+    `activation` "gelu" fuses a following GELU (the attribute is written only then: older files have none)."""
     from onnx import helper, numpy_helper
+
+    from pruneofa.kernels.native import ACTIVATIONS
 
     packed = np.frombuffer(w.to_bytes(), dtype=np.uint8)
     inits = [
@@ -88,4 +99,6 @@ def node_and_initializers(
         x_scale=float(x_scale),
         x_zero_point=int(x_zero_point),
     )
+    if ACTIVATIONS[activation]:
+        node.attribute.append(helper.make_attribute("activation", ACTIVATIONS[activation]))
     return node, inits

@@ -1,12 +1,13 @@
 """The QDQ int8 ONNX export rewritten for pruneofa's sparse kernel: every int8 Linear
 (QuantizeLinear -> DequantizeLinear -> MatMul <- DequantizeLinear(int8 W [K, N]) -> Add bias) becomes one
 `ai.pruneofa.SparseInt8Linear` node holding the weights in K-group form (pruneofa/kernels/group_weights.py), with
-the activation quantizer, weight scales and bias folded into its (mult, offset) epilogue. Attention, LayerNorm,
-GELU and the rest of the graph are untouched, so OpenVINO keeps running them with its own kernels; the file
-loads in OpenVINO after `pruneofa.kernels.openvino_op.add_to(core)`.
+the activation quantizer, weight scales and bias folded into its (mult, offset) epilogue, and a GELU that follows
+it (the FFN's first Linear) folded in too. Attention, LayerNorm and the rest of the graph are untouched, so
+OpenVINO keeps running them with its own kernels; the file loads in OpenVINO after
+`pruneofa.kernels.openvino_op.add_to(core)`.
 
 The arithmetic is the QDQ graph's (same rounding, same int8 values, exact int32 sums); only the float epilogue
-is reassociated, which moves logits by float rounding.
+is reassociated (and GELU's erf is a rational approximation within 4.2e-7), which moves logits by float rounding.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Rewritten:
     weight_bytes: int  # packed K-group bytes of all rewritten layers
     dense_int8_bytes: int  # the same layers' int8 weights as the QDQ file stores them
     group_fill: float  # non-empty groups / all groups, over all rewritten layers
+    gelus_fused: int = 0  # FFN GELUs folded into their op's epilogue
 
 
 class _Graph:
@@ -58,6 +60,36 @@ class _Graph:
         node = self.producer.get(self.resolve(name))
         return node if node is not None and node.op_type == op_type else None
 
+    def only_user(self, name: str, op_type: str) -> Any:
+        users = self.consumers.get(name, [])
+        return users[0] if len(users) == 1 and users[0].op_type == op_type else None
+
+    def is_scalar(self, name: str, value: float) -> bool:
+        found = self.const(name)
+        return found is not None and found.size == 1 and bool(np.isclose(float(found.reshape(())), value, rtol=1e-6))
+
+
+def _gelu_after(g: _Graph, out: str) -> tuple[str, list[Any]] | None:
+    """(output, nodes) of the erf GELU that reads `out` and nothing else does, as torch exports BERT's:
+    Div(out, sqrt 2) -> Erf -> Add(1) -> Mul(out, .) -> Mul(0.5); None when it is not that."""
+    users = g.consumers.get(out, [])
+    div = next((n for n in users if n.op_type == "Div"), None)
+    mul = next((n for n in users if n.op_type == "Mul"), None)
+    if len(users) != 2 or div is None or mul is None or list(div.input) != [out, div.input[1]]:
+        return None
+    if not g.is_scalar(div.input[1], float(np.sqrt(2.0))):
+        return None
+    erf = g.only_user(div.output[0], "Erf")
+    add = g.only_user(erf.output[0], "Add") if erf is not None else None
+    if add is None or not g.is_scalar(next((i for i in add.input if i != erf.output[0]), ""), 1.0):
+        return None
+    if sorted(mul.input) != sorted([out, add.output[0]]):
+        return None
+    half = g.only_user(mul.output[0], "Mul")
+    if half is None or not g.is_scalar(next((i for i in half.input if i != mul.output[0]), ""), 0.5):
+        return None
+    return half.output[0], [div, erf, add, mul, half]
+
 
 def _axis(node: Any) -> int:
     return next((a.i for a in node.attribute if a.name == "axis"), 1)
@@ -88,15 +120,19 @@ def _match_linear(g: _Graph, matmul: Any) -> dict[str, Any] | None:
         value = g.const(other[0]) if len(other) == 1 else None
         if value is not None and value.size == rows:
             bias, add, out_name = value.reshape(rows).astype(np.float32), users[0], users[0].output[0]
+    activation, gelu = "none", _gelu_after(g, out_name)
+    if gelu is not None:  # fused into the op's epilogue (OpenVINO fuses it into its FullyConnected likewise)
+        out_name, activation = gelu[0], "gelu"
     return {
         "x": q_x.input[0],
         "out": out_name,
+        "activation": activation,
         "weight": np.ascontiguousarray(w.T),  # [N, K], the kernel's layout
         "w_scale": np.broadcast_to(w_scale.astype(np.float32).reshape(-1), (rows,)).copy(),
         "bias": bias,
         "x_scale": float(x_scale.reshape(())),
         "x_zero": int(x_zero.reshape(())),
-        "removed": [matmul] + ([add] if add is not None else []),
+        "removed": [matmul] + ([add] if add is not None else []) + (gelu[1] if gelu is not None else []),
     }
 
 
@@ -105,7 +141,7 @@ def rewrite(proto: Any) -> Rewritten:
     from onnx import helper
 
     g = _Graph(proto.graph)
-    layers = weight_bytes = dense_bytes = 0
+    layers = weight_bytes = dense_bytes = gelus = 0
     filled = total = 0
     for matmul in [n for n in proto.graph.node if n.op_type == "MatMul"]:
         parts = _match_linear(g, matmul)
@@ -117,8 +153,10 @@ def rewrite(proto: Any) -> Rewritten:
         )
         name = f"sparse_linear_{layers}"
         node, inits = openvino_op.node_and_initializers(
-            name, parts["x"], parts["out"], weights, parts["x_scale"], parts["x_zero"], mult, offset
-        )
+            name, parts["x"], parts["out"], weights, parts["x_scale"], parts["x_zero"], mult, offset,
+            parts["activation"],
+        )  # fmt: skip
+        gelus += parts["activation"] == "gelu"
         index = list(proto.graph.node).index(parts["removed"][0])
         for old in parts["removed"]:
             proto.graph.node.remove(old)
@@ -132,7 +170,7 @@ def rewrite(proto: Any) -> Rewritten:
     _drop_dead(proto.graph)
     if layers:
         proto.opset_import.append(helper.make_opsetid(openvino_op.DOMAIN, 1))
-    return Rewritten(layers, weight_bytes, dense_bytes, filled / total if total else 0.0)
+    return Rewritten(layers, weight_bytes, dense_bytes, filled / total if total else 0.0, gelus)
 
 
 def _drop_dead(graph: Any) -> None:

@@ -37,6 +37,11 @@ def test_rewrite_matches_the_qdq_model(tiny_exports: Path, tmp_path: Path) -> No
     matmuls = [n for n in proto.graph.node if n.op_type == "MatMul"]
     sparse_nodes = [n for n in proto.graph.node if n.op_type == openvino_op.OP_TYPE]
     assert facts.layers == len(sparse_nodes) > 0 and 0.2 < facts.group_fill < 0.5
+    # every FFN GELU (one per encoder layer) is computed in its Linear's epilogue; no Erf is left
+    assert facts.gelus_fused == len([n for n in qdq.graph.node if n.op_type == "Erf"]) > 0
+    assert not [n for n in proto.graph.node if n.op_type == "Erf"]
+    gelu_nodes = [n for n in sparse_nodes if any(a.name == "activation" and a.i == 1 for a in n.attribute)]
+    assert len(gelu_nodes) == facts.gelus_fused
     assert not any(n.op_type == "QuantizeLinear" and "weight" in n.input[0] for n in proto.graph.node)
     assert len(matmuls) < len([n for n in qdq.graph.node if n.op_type == "MatMul"])  # attention matmuls stay
     # The packed weights are the QDQ file's int8 weights, exactly.

@@ -94,6 +94,33 @@ def test_fused_linear_matches_qdq_arithmetic(isa: str) -> None:
     np.testing.assert_allclose(got, reference_linear(x, w, w_scale, bias, 0.02, 120), rtol=1e-5, atol=1e-4)
 
 
+def reference_gelu(y):  # type: ignore[no-untyped-def]
+    import math
+
+    return 0.5 * y * (1.0 + np.vectorize(math.erf)(y / math.sqrt(2.0)))
+
+
+@needs_kernel
+@pytest.mark.parametrize("isa", native.ISA_NAMES)
+def test_fused_gelu_matches_the_exact_erf(isa: str) -> None:
+    """The epilogue's GELU (AVX-512 paths: a rational erf; the others: std::erf) against math.erf, over outputs
+    spread across the range where GELU bends (and beyond +-4 sqrt 2, where erf is +-1)."""
+    if isa not in paths():
+        pytest.skip(f"this CPU cannot run {isa}")
+    rng = np.random.default_rng(8)
+    rows, cols, tokens = 48, 64, 70
+    w = sparse_int8(rng, rows, cols)
+    w_scale = (rng.random(rows) * 0.02 + 1e-3).astype(np.float32)
+    bias = np.linspace(-8, 8, rows).astype(np.float32)  # outputs from about -9 to 9
+    x = (rng.standard_normal((tokens, cols)) * 2).astype(np.float32)
+    mult, offset = openvino_op.epilogue(w_scale, bias, 0.02, 120, w)
+    got = native.linear_f32(pack_groups(w), x, 0.02, 120, mult, offset, isa, activation="gelu")
+    expected = reference_gelu(reference_linear(x, w, w_scale, bias, 0.02, 120))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=2e-5)
+    with pytest.raises(ValueError, match="activation 'relu'"):
+        native.linear_f32(pack_groups(w), x, 0.02, 120, mult, offset, isa, activation="relu")
+
+
 @needs_kernel
 @pytest.mark.parametrize("isa", native.ISA_NAMES)
 def test_quantizing_is_bit_exact_at_half_integers(isa: str) -> None:
@@ -187,24 +214,30 @@ import numpy as np, onnx, openvino as ov
 from onnx import helper, TensorProto
 from pruneofa.kernels import openvino_op
 from pruneofa.kernels.group_weights import pack_groups
-from tests.kernels.test_native import reference_linear, sparse_int8
+from tests.kernels.test_native import reference_gelu, reference_linear, sparse_int8
 rng = np.random.default_rng(4)
 w = sparse_int8(rng, 40, 70); w_scale = (rng.random(40) * 0.01 + 1e-3).astype(np.float32)
 bias = rng.standard_normal(40).astype(np.float32)
 mult, offset = openvino_op.epilogue(w_scale, bias, 0.02, 128, w)
 node, inits = openvino_op.node_and_initializers("fc", "x", "y", pack_groups(w), 0.02, 128, mult, offset)
+gelu_node, _ = openvino_op.node_and_initializers("fc_gelu", "x", "z", pack_groups(w), 0.02, 128, mult, offset,
+                                                 "gelu")
+gelu_node.input[:] = node.input  # the same weights, GELU in the epilogue
 x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", 70])
 y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
-model = helper.make_model(helper.make_graph([node], "g", [x_info], [y_info], inits),
+z_info = helper.make_tensor_value_info("z", TensorProto.FLOAT, None)
+model = helper.make_model(helper.make_graph([node, gelu_node], "g", [x_info], [y_info, z_info], inits),
                           opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(openvino_op.DOMAIN, 1)])
 onnx.save(model, {str(tmp_path / "one.onnx")!r})
 core = ov.Core(); openvino_op.add_to(core)
 compiled = core.compile_model(core.read_model({str(tmp_path / "one.onnx")!r}), "CPU",
                               {{"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2}})
 x = rng.standard_normal((3, 37, 70)).astype(np.float32)
-got = compiled(x)[0]
+got, gelu = compiled(x)[0], compiled(x)[1]
 assert got.shape == (3, 37, 40)
 np.testing.assert_allclose(got, reference_linear(x, w, w_scale, bias, 0.02, 128), rtol=1e-5, atol=1e-4)
+np.testing.assert_allclose(gelu, reference_gelu(reference_linear(x, w, w_scale, bias, 0.02, 128)), rtol=1e-5,
+                           atol=1e-4)
 # Past 2^18 input values the op quantizes once, in parallel, before the matmul (small inputs: per thread).
 big = rng.standard_normal((4, 1100, 70)).astype(np.float32)
 np.testing.assert_allclose(compiled(big)[0], reference_linear(big, w, w_scale, bias, 0.02, 128), rtol=1e-5, atol=1e-4)
