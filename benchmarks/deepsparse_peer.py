@@ -38,6 +38,8 @@ def float_weights(qdq_path: Path, out: Path) -> Path:
     import onnx
     from onnx import numpy_helper
 
+    from pruneofa.kernels.sparse_form import drop_dead  # the project's env: this half runs there
+
     proto = onnx.load(str(qdq_path))
     graph = proto.graph
     consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
@@ -83,24 +85,9 @@ def float_weights(qdq_path: Path, out: Path) -> Path:
         if output.name in rename:
             raise ValueError(f"{qdq_path}: a graph output is a DequantizeLinear; not a pruneofa export")
     graph.initializer.extend(new_inits)
-    _drop_dead(graph)
+    drop_dead(graph)
     onnx.save(proto, str(out))
     return out
-
-
-def _drop_dead(graph: Any) -> None:
-    outputs = {o.name for o in graph.output}
-    while True:
-        used = {name for node in graph.node for name in node.input} | outputs
-        dead = [n for n in graph.node if not any(o in used for o in n.output)]
-        for node in dead:
-            graph.node.remove(node)
-        if not dead:
-            break
-    used = {name for node in graph.node for name in node.input}
-    for init in list(graph.initializer):
-        if init.name not in used:
-            graph.initializer.remove(init)
 
 
 def qoperator(float_model: Path, out: Path, feeds: dict[str, np.ndarray]) -> Path:

@@ -167,13 +167,13 @@ def rewrite(proto: Any) -> Rewritten:
         dense_bytes += parts["weight"].size
         filled += weights.nonempty_groups
         total += weights.rows * ((weights.cols + 3) // 4)
-    _drop_dead(proto.graph)
+    drop_dead(proto.graph)
     if layers:
         proto.opset_import.append(helper.make_opsetid(openvino_op.DOMAIN, 1))
     return Rewritten(layers, weight_bytes, dense_bytes, filled / total if total else 0.0, gelus)
 
 
-def _drop_dead(graph: Any) -> None:
+def drop_dead(graph: Any) -> None:
     """Remove nodes whose outputs nobody reads (the old Q/DQ chains), then unused initializers."""
     outputs = {o.name for o in graph.output}
     while True:
