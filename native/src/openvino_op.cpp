@@ -89,19 +89,8 @@ public:
         const Output o{nullptr, outputs[0].data<float>(), inputs[2].data<const float>(), inputs[3].data<const float>(),
                        static_cast<int>(activation_)};
         const int64_t blocks = row_blocks(w);
-        if (tokens * w.cols <= kSharedQuantizeLimit) {
-            // Small inputs (batch 1, a few hundred tokens): every thread quantizes the whole input into its own
-            // scratch and computes its rows, all in one parallel region. Quantizing is ~10 us here, less than the
-            // fork/join a separate quantize region costs (TBB's fork/join was 13-17% of a MiniLM inference).
-            ov::parallel_nt(0, [&](const int ithr, const int nthr) {
-                const int64_t begin = blocks * ithr / nthr, end = blocks * (ithr + 1) / nthr;
-                if (begin >= end) return;
-                uint8_t* x4 = zeroed_scratch(bytes);
-                kernel->quantize_pack(x, tokens, w.cols, x_scale_, static_cast<int32_t>(x_zero_point_), x4, 0, tokens);
-                kernel->compute(w, form, Activations{x4, tokens, padded_tokens(tokens)}, o, begin, end);
-            });
-            return true;
-        }
+        // Quantized once, token ranges in parallel, then shared by every thread's rows. (Measured, idle, amx path:
+        // each thread quantizing the whole input itself to save this fork/join was 5% slower at batch 1.)
         uint8_t* x4 = zeroed_scratch(bytes);  // the calling (stream) thread's, shared by the workers below
         ov::parallel_nt(0, [&](const int ithr, const int nthr) {
             kernel->quantize_pack(x, tokens, w.cols, x_scale_, static_cast<int32_t>(x_zero_point_), x4,
@@ -118,9 +107,6 @@ public:
     }
 
 private:
-    // Inputs up to this many values (tokens x cols) are quantized by every thread for itself (see evaluate).
-    static constexpr int64_t kSharedQuantizeLimit = int64_t{1} << 18;
-
     // This thread's scratch, kept between calls (a fresh vector of a few hundred KB is an mmap + page faults
     // on every call), zeroed: the padding tokens and columns stay 0.
     static uint8_t* zeroed_scratch(size_t bytes) {

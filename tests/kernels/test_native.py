@@ -238,7 +238,7 @@ assert got.shape == (3, 37, 40)
 np.testing.assert_allclose(got, reference_linear(x, w, w_scale, bias, 0.02, 128), rtol=1e-5, atol=1e-4)
 np.testing.assert_allclose(gelu, reference_gelu(reference_linear(x, w, w_scale, bias, 0.02, 128)), rtol=1e-5,
                            atol=1e-4)
-# Past 2^18 input values the op quantizes once, in parallel, before the matmul (small inputs: per thread).
+# A large input (4,400 tokens): quantized in token ranges on every thread, then multiplied.
 big = rng.standard_normal((4, 1100, 70)).astype(np.float32)
 np.testing.assert_allclose(compiled(big)[0], reference_linear(big, w, w_scale, bias, 0.02, 128), rtol=1e-5, atol=1e-4)
 print("ok")
