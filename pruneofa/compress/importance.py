@@ -28,10 +28,6 @@ Allocation = Literal["layer", "global"]
 ALLOCATIONS: tuple[Allocation, ...] = ("layer", "global")
 
 
-def _param(model: nn.Module, name: str) -> torch.Tensor:
-    return model.get_parameter(name)
-
-
 class TaylorImportance:
     """Running |w * grad| per prunable weight; `accumulate` after each backward, `prune_` at each event."""
 
@@ -39,14 +35,14 @@ class TaylorImportance:
         if not 0.0 <= beta < 1.0:
             raise PruneofaError(f"importance beta {beta}: must be in [0, 1)")
         self.model, self.names, self.beta, self.min_density = model, names, beta, min_density
-        self.scores = {name: torch.zeros_like(_param(model, name), dtype=torch.float32) for name in names}
+        self.scores = {name: torch.zeros_like(model.get_parameter(name), dtype=torch.float32) for name in names}
         self.steps = 0
 
     @torch.no_grad()
     def accumulate(self) -> None:
         """Fold this step's |w * grad| into the running scores (weights without a gradient are left as they are)."""
         for name in self.names:
-            weight = _param(self.model, name)
+            weight = self.model.get_parameter(name)
             if weight.grad is None:
                 continue
             self.scores[name].mul_(self.beta).add_((weight * weight.grad).abs().float(), alpha=1.0 - self.beta)
@@ -56,7 +52,7 @@ class TaylorImportance:
         """The weight's score, or |w| before any step (so a cut before training still ranks by something)."""
         if self.steps:
             return self.scores[name]
-        return _param(self.model, name).detach().abs().float()
+        return self.model.get_parameter(name).detach().abs().float()
 
     @torch.no_grad()
     def prune_(self, sparsity: float, allocation: Allocation) -> dict[str, torch.Tensor]:
@@ -66,40 +62,34 @@ class TaylorImportance:
             raise PruneofaError(f"sparsity must be in [0, 1), got {sparsity}: pass e.g. 0.9 for 90% zeros")
         if allocation not in ALLOCATIONS:
             raise PruneofaError(f"--allocation {allocation!r}: unknown; use layer or global")
-        keep_counts = self._keep_counts(sparsity, allocation)
+        # One descending sort per layer serves both the shares and the masks (ties break by position).
+        orders = {
+            name: torch.argsort(self._ranked(name).flatten(), descending=True, stable=True) for name in self.names
+        }
+        keep_counts = self._keep_counts(sparsity, allocation, orders)
         masks: dict[str, torch.Tensor] = {}
         for name in self.names:
-            weight = _param(self.model, name)
-            scores = self._ranked(name).flatten()
-            keep = torch.zeros(scores.numel(), dtype=torch.bool, device=weight.device)
-            keep[torch.argsort(scores, descending=True, stable=True)[: keep_counts[name]]] = True
+            weight = self.model.get_parameter(name)
+            keep = torch.zeros(weight.numel(), dtype=torch.bool, device=weight.device)
+            keep[orders[name][: keep_counts[name]]] = True
             mask = keep.view_as(weight)
             weight.mul_(mask)
             masks[name] = mask
         return masks
 
-    def _keep_counts(self, sparsity: float, allocation: Allocation) -> dict[str, int]:
-        sizes = {name: self.scores[name].numel() for name in self.names}
-        if allocation == "layer":
-            return {name: size - round(sparsity * size) for name, size in sizes.items()}
+    def _keep_counts(self, sparsity: float, allocation: Allocation, orders: dict[str, torch.Tensor]) -> dict[str, int]:
+        sizes = {name: order.numel() for name, order in orders.items()}
+        per_layer = {name: size - round(sparsity * size) for name, size in sizes.items()}
         total_keep = sum(sizes.values()) - round(sparsity * sum(sizes.values()))
         floors = {name: min(size, max(1, round(self.min_density * size))) for name, size in sizes.items()}
-        floor_total = sum(floors.values())
-        if floor_total >= total_keep:  # the target is so sparse the floors take everything: keep per layer
-            return {name: size - round(sparsity * size) for name, size in sizes.items()}
+        if allocation == "layer" or sum(floors.values()) >= total_keep:  # the floors would take everything
+            return per_layer
         # Each layer's best `floor` weights are kept outright; the rest of the budget goes to the best of the others.
-        rest: list[torch.Tensor] = []
-        for name in self.names:
-            ordered = torch.sort(self._ranked(name).flatten(), descending=True, stable=True).values
-            rest.append(ordered[floors[name] :])
-        pooled = torch.cat(rest)
-        extra = total_keep - floor_total
-        threshold_order = torch.argsort(pooled, descending=True, stable=True)[:extra]
-        chosen = torch.zeros(pooled.numel(), dtype=torch.bool)
-        chosen[threshold_order] = True
-        counts: dict[str, int] = {}
-        offset = 0
-        for name, part in zip(self.names, rest, strict=True):
-            counts[name] = floors[name] + int(chosen[offset : offset + part.numel()].sum())
-            offset += part.numel()
+        rest = [self._ranked(name).flatten()[orders[name][floors[name] :]] for name in self.names]
+        chosen = torch.zeros(sum(part.numel() for part in rest), dtype=torch.bool)
+        chosen[torch.argsort(torch.cat(rest), descending=True, stable=True)[: total_keep - sum(floors.values())]] = True
+        counts = {
+            name: floors[name] + int(part.sum())
+            for name, part in zip(self.names, chosen.split([r.numel() for r in rest]), strict=True)
+        }
         return counts
