@@ -99,8 +99,7 @@ def bench(
     from pruneofa.runtime import engine_choice
 
     # predict/eval then default to the fastest engine measured here (this machine's fact, kept per machine)
-    when = str(doc.get("created") or doc.get("date") or "")
-    choices = engine_choice.record(sparse_int8_export, doc.get("fastest_engine") or {}, doc["cpu"], when, cache_dir)
+    choices = engine_choice.record(sparse_int8_export, doc["fastest_engine"], doc["cpu"], doc["created"], cache_dir)
     if choices is not None:
         typer.echo(f"recorded the fastest engine per batch for this model on this machine in {choices}")
 
