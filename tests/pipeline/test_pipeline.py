@@ -210,7 +210,9 @@ def test_fingerprints_cover_the_content_of_user_files(tmp_path: Path) -> None:
 
 
 def test_killed_pipeline_continues(tmp_path: Path) -> None:
-    recipe = write_recipe(tmp_path, stage1_epochs=3)
+    # Many short epochs: on a fast machine a 3-epoch stage 1 finished between two polls, and the kill then
+    # landed in a later step, so "continuing" was never said for stage 1.
+    recipe = write_recipe(tmp_path, stage1_epochs=12)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "pruneofa", "pipeline", "--recipe", str(recipe), "--output_dir", str(out)]
     quiet = subprocess.DEVNULL
@@ -220,10 +222,12 @@ def test_killed_pipeline_continues(tmp_path: Path) -> None:
     try:
         while not checkpoint.exists():
             assert proc.poll() is None and time.monotonic() < deadline, "stage 1 never checkpointed"
-            time.sleep(0.2)
+            time.sleep(0.02)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    epochs_done = json.loads(checkpoint.read_text())["position"]["epoch"]
+    assert epochs_done < 12, f"stage 1 ran all its epochs ({epochs_done}) before the kill; the test needs more"
     resumed = pipeline(recipe, out)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "teacher     done, skipped" in resumed.stderr and "stage1      continuing" in resumed.stderr
