@@ -12,6 +12,9 @@ drop of the worst int8 engine from the teacher, and the wall time of each step. 
   task-no-transfer    the same without the transfer set (its ablation)
   task-taylor         task-aware, weights picked by running |w x grad| of the distillation loss (--pruner taylor)
   task-taylor-global  the same, one ranking over all layers sets each layer's share (--allocation global)
+                      (= the built-in default recipe's student)
+  task-taylor-global-no-transfer
+                      the default without the transfer set (the transfer set's part in the default)
   magnitude+layer-kd  one-shot magnitude + hidden-state distillation in stages 1 and 2 (its ablation)
   task+layer-kd       task-aware student + hidden-state distillation in stages 1 and 2 (the combination)
   task-block4         task-aware, zeros in groups of 4 inputs (sparsify --block 4: what the kernel likes)
@@ -55,6 +58,9 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "task-no-transfer": {"student": {**TASK, "transfer_set": False}},
     "task-taylor": {"student": {**TASK, "pruner": "taylor"}},
     "task-taylor-global": {"student": {**TASK, "pruner": "taylor", "allocation": "global"}},
+    "task-taylor-global-no-transfer": {
+        "student": {**TASK, "pruner": "taylor", "allocation": "global", "transfer_set": False}
+    },
     "magnitude+layer-kd": {"student": {"method": "magnitude"}, "stage1": LAYER_KD, "stage2": LAYER_KD},
     "task+layer-kd": {"student": TASK, "stage1": LAYER_KD, "stage2": LAYER_KD},
     "task-block4": {"student": {**TASK, "block": 4}},

@@ -6,6 +6,8 @@ sparse, int8 QAT-calibrated), at seq 128 and each batch size, seq/s of:
 - `ov-default`: the same dense model at OpenVINO's default precision (bf16 on AMX / AVX512-BF16 CPUs), which is
                 the best dense engine on such CPUs;
 - `ov-int8`:    the sparse QDQ int8 export in OpenVINO (its dense int8 kernels: the zeros are not skipped);
+- `ov-int8-sw`:  the same int8 model with its weights laid out [N, K] (as `export` writes the IR) and OpenVINO's
+                sparse-weights decompression on (`--sparse_rate`; it engages on AMX CPUs only, which stderr says);
 - `ov-sparse-<path>`: the same int8 model in sparse form (pruneofa/kernels/sparse_form.py), every Linear run by
                 pruneofa's zero-skipping kernel, for each kernel path this CPU runs.
 - `deepsparse-int8` (optional peer, when DeepSparse is installed in its own env, see deepsparse_peer.py): the
@@ -34,6 +36,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 import deepsparse_peer
 from bench_shapes import build_exports
 
+from pruneofa.export.openvino_layout import weights_as_rows
+
+
+def sparse_weight_layers(model: Any) -> int:
+    """How many of the compiled model's FullyConnected layers run OpenVINO's sparse-weights primitive."""
+    from pruneofa.runtime.engines import openvino_runtime_layers
+
+    rows = openvino_runtime_layers(model)
+    return sum("sparse" in row["primitive_type"] for row in rows if row["layer_type"] == "FullyConnected")
+
 
 def feeds(folder: Path, batch: int, seq_len: int) -> dict[str, np.ndarray]:
     from pruneofa.bench.inputs import dev_texts, token_batches
@@ -42,11 +54,23 @@ def feeds(folder: Path, batch: int, seq_len: int) -> dict[str, np.ndarray]:
     return token_batches(folder, dev_texts(None), seq_len, batch, 1, names)[0]
 
 
-def compiled(core: Any, path: Path, threads: int, hint: str | None, shapes: dict[str, list[int]] | None) -> Any:
+def compiled(
+    core: Any,
+    path: Path,
+    threads: int,
+    hint: str | None,
+    shapes: dict[str, list[int]] | None,
+    sparse_rate: float | None = None,
+) -> Any:
+    """`sparse_rate`: the int8 weights laid out [N, K] (as `export` writes the IR) and OpenVINO's sparse-weights
+    decompression asked for at that zero fraction."""
     config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
     if hint:
         config["INFERENCE_PRECISION_HINT"] = hint
     graph = core.read_model(str(path))
+    if sparse_rate is not None:
+        weights_as_rows(graph)
+        config["CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE"] = sparse_rate
     if shapes:  # static shapes: OpenVINO plans memory and kernels once (as benchmark_app does)
         graph.reshape(shapes)
     model = core.compile_model(graph, "CPU", config)
@@ -90,6 +114,13 @@ def main() -> int:
         choices=("f32", "bf16"),
         help="OpenVINO precision hints for the int8 and sparse models (bf16: their non-Linear ops in bf16)",
     )
+    parser.add_argument(
+        "--sparse_rate",
+        type=float,
+        default=0.5,
+        help="also time `ov-int8-sw`: the int8 model with OpenVINO's sparse-weights decompression at this rate "
+        "(engages on AMX CPUs only; pass a negative value to leave the row out)",
+    )
     parser.add_argument("--isas", nargs="+", default=["scalar", "avx2", "avx512_vnni", "amx"], help="kernel paths")
     parser.add_argument(
         "--no_amx",
@@ -105,6 +136,8 @@ def main() -> int:
     )
     parser.add_argument("--deepsparse_dense", action="store_true", help="also time the dense model in DeepSparse")
     args = parser.parse_args()
+    if args.sparse_rate is not None and args.sparse_rate < 0:
+        args.sparse_rate = None
     if args.no_amx:  # before OpenVINO loads oneDNN: the variable is read once
         os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX512_CORE_BF16"
 
@@ -146,6 +179,15 @@ def main() -> int:
                 suffix = "" if hint == "f32" else f"-{hint}"
                 model, precision = compiled(core, root / "int8" / "model.onnx", args.threads, hint, shape_of)
                 variants[f"ov-int8{suffix}"] = (None, model.create_infer_request(), precision)
+                if args.sparse_rate is not None:
+                    rate = args.sparse_rate
+                    model, precision = compiled(core, root / "int8" / "model.onnx", args.threads, hint, shape_of, rate)
+                    request = model.create_infer_request()
+                    request.infer(inputs)  # a dynamic-shape model picks its primitives at the first inference
+                    engaged = sparse_weight_layers(model)
+                    note = f"{shape} b{batch}: OpenVINO's sparse weights in {engaged} FullyConnected layers"
+                    print(note, file=sys.stderr)
+                    variants[f"ov-int8-sw{suffix}"] = (None, request, precision)
                 model, precision = compiled(core, sparse_path, args.threads, hint, shape_of)
                 for isa in native.supported_isas():
                     if (args.no_amx and isa == "amx") or isa not in args.isas:

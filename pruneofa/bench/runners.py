@@ -213,8 +213,9 @@ def sparse_weights_status(layers: list[dict[str, str]], cpu: dict[str, Any], rat
     else:
         status = "inactive"
         note = (
-            f"AMX present but no int8 matmul used the sparse kernel: it needs 2-D int8 weights with both dims "
-            f"divisible by 64 and a zero fraction >= the decompression rate {rate}"
+            f"AMX present but no int8 matmul used the sparse kernel: it needs 2-D int8 weights laid out [N, K] "
+            f"(as `pruneofa export` writes the IR; re-export an older one), both dims divisible by 64 and a zero "
+            f"fraction >= the decompression rate {rate}"
         )
     return {
         "status": status,

@@ -27,6 +27,7 @@ from pruneofa.core.outputs import check_not_an_input
 from pruneofa.export import layout, sparse_export
 from pruneofa.export.dev_data import DevData, dev_data, recorded_dev_file
 from pruneofa.export.embeddings import quantize_embeddings_
+from pruneofa.export.openvino_layout import weights_as_rows
 from pruneofa.export.to_onnx import OPSET, Precision, export_onnx, onnx_weights, qdq_counts
 from pruneofa.export.vocab import trim_folder_vocabulary_
 from pruneofa.runtime.engines import ENGINES, IR_XML, ONNX_FILE, OPENVINO_SPARSE, Engine, EngineName, open_engine
@@ -197,6 +198,7 @@ def _write_openvino(onnx_path: Path, folder: Path) -> None:
     except Exception as exc:  # OpenVINO's conversion errors are plain RuntimeErrors with long text
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ModelError(f"OpenVINO could not convert the ONNX model ({first})") from None
+    weights_as_rows(model)  # the layout OpenVINO's sparse-weights path needs (openvino_layout.py); same numbers
     # fp32 kept for float weights (embeddings, LayerNorm, biases): the IR computes what was verified.
     ov.save_model(model, str(folder / IR_XML), compress_to_fp16=False)
 

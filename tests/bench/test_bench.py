@@ -26,7 +26,7 @@ from pruneofa.core.hardware import default_threads, parse_cpuinfo
 from pruneofa.kernels import openvino_op
 from pruneofa.kernels.native import Availability
 
-QUICK = BenchConfig(batch_sizes=(1, 2), seq_len=16, warmup=1, iterations=3, duration=0.5, rounds=3)
+QUICK = BenchConfig(batch_sizes=(1, 2), seq_len=16, warmup=1, iterations=3, duration=0.5, rounds=3, sparse_rate=0.5)
 SPARSE_KERNEL_RUNS = openvino_op.availability().ok  # where it is not built, bench records it as unavailable
 DENSE_KERNEL_MODELS = (
     "onnxruntime-int8", "onnxruntime-fp32", "openvino-int8", "openvino-fp32", "openvino-default", "torch-fp32"
@@ -348,6 +348,8 @@ def test_cli_writes_outputs_and_refuses_to_overwrite(
     assert "onnxruntime-int8-b1" in out and "sparse-weights path" in out
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert "torch-fp32-b1" not in saved["results"] and "openvino-b1" in saved["speedups"]
+    assert saved["openvino_sparse_weights"]["status"] == "off"  # not asked for: OpenVINO's dense int8 kernel ran
+    assert "CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE" not in saved["engines"]["openvino-int8"]["requested"]
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
     assert "| openvino-int8-b1 |" in (tmp_path / "bench.md").read_text()
     assert "headline" in out and saved["best_dense"]["b1"]["variant"] in saved["results"]
