@@ -31,7 +31,14 @@ from pruneofa.bench.timing import StopRule, Variant, latency_stats, time_variant
 from pruneofa.core import hardware
 from pruneofa.core.errors import ModelError, PruneofaError
 from pruneofa.core.files import read_json
-from pruneofa.runtime.engines import IR_XML, ONNX_FILE, OPENVINO_SPARSE, SPARSE_ONNX, sparse_unavailable
+from pruneofa.runtime.engines import (
+    IR_XML,
+    ONNX_FILE,
+    OPENVINO_SPARSE,
+    SPARSE_ONNX,
+    sparse_unavailable,
+    verified_precision,
+)
 from pruneofa.runtime.manifest import read_manifest, verify_export
 
 BENCH_FORMAT = "pruneofa-bench/1"
@@ -267,8 +274,12 @@ def load_runners(
             elif key == bench_runners.OPENVINO_DEFAULT:
                 loaded[key] = bench_runners.load_openvino(folder, threads, cfg.streams, None, cpu, precision_hint=None)
             else:
-                rate = cfg.sparse_rate if key.endswith("-int8") else None
-                loaded[key] = bench_runners.load_openvino(folder, threads, cfg.streams, rate, cpu)
+                int8 = key.endswith("-int8")
+                rate = cfg.sparse_rate if int8 else None
+                # The int8 export at the precision export verified for it (OpenVINO's default where the dev score
+                # held there: bf16 float ops on CPUs that have them); the dense FP32 baseline at f32, as the seed.
+                hint = verified_precision(folder) if int8 else bench_runners.OPENVINO_PRECISION_HINT
+                loaded[key] = bench_runners.load_openvino(folder, threads, cfg.streams, rate, cpu, precision_hint=hint)
     return loaded, skipped
 
 

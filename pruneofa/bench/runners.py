@@ -6,7 +6,9 @@ is compiled here because a benchmark needs settings the shared engine does not e
 sparse-weights decompression rate); every setting is read back from the compiled model, not echoed from the
 request. torch runs the float model eagerly under `inference_mode`.
 
-OpenVINO runs both exports with `INFERENCE_PRECISION_HINT=f32`, and the dense one also at its default precision
+OpenVINO runs the dense export with `INFERENCE_PRECISION_HINT=f32` and the int8 one at the precision export verified
+for it (f32, or OpenVINO's default where the int8 model held its dev score there: export/default_precision.py;
+the row's `precision_used` says which), and the dense one also at its default precision
 (no hint: `openvino-default`), which is bf16 on CPUs with AVX512-BF16 or AMX-BF16 and the fastest dense engine
 there; the precision it picked is read back from the compiled model, with the CPU flags that explain it
 (`default_precision_facts`, a pure function).
@@ -42,7 +44,7 @@ from pruneofa.runtime.engines import (
 )
 
 Runner = Callable[[dict[str, np.ndarray]], object]
-# Float layers of both OpenVINO models run in f32: the CPU default (bf16 where supported) is not an FP32 baseline.
+# The dense model's float layers run in f32: the CPU default (bf16 where supported) is not an FP32 baseline.
 OPENVINO_PRECISION_HINT = "f32"
 # The dense export on OpenVINO with no precision hint: whatever the CPU plugin picks (bf16 where the CPU has it).
 OPENVINO_DEFAULT = "openvino-default"

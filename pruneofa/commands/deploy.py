@@ -97,6 +97,7 @@ def export(
         engines = [e for e in ("torch", *manifest["runtime"], "openvino-sparse") if e in check]
         scores = {e: check[e]["metrics"][split][metric] for e in engines}
         typer.echo(f"{metric} on {check['num_examples']} {split} examples: {scores}")
+        _echo_default_precision(check, split, metric)
     else:
         typer.echo(f"WARNING: the export was NOT verified on dev data: {check['reason']}", err=True)
     _echo_sparse_form(manifest["sparse_form"])
@@ -109,6 +110,23 @@ def export(
     typer.echo(
         f"{manifest['precision']} export, sparsity {manifest['sparsity']['overall']:.2%} -> {output_dir} {sizes}"
     )
+
+
+def _echo_default_precision(verification: dict[str, Any], split: str, metric: str) -> None:
+    from pruneofa.runtime.engines import DEFAULT_PRECISION_CHECK
+
+    check = verification.get(DEFAULT_PRECISION_CHECK)
+    if not check:
+        return
+    used = check["precision_used"]
+    if check["held"]:
+        score, agree = check["metrics"][split][metric], check["label_agreement_with_f32"]
+        typer.echo(
+            f"openvino at its default precision ({used}): {metric} {score}, {agree:.2%} of labels as with f32: "
+            f"held, so predict, eval and bench run OpenVINO at {used} here"
+        )
+    else:
+        typer.echo(f"openvino at its default precision ({used}): not taken ({check['reason']})")
 
 
 def _echo_sparse_form(sparse: dict[str, Any]) -> None:

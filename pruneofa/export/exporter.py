@@ -24,13 +24,22 @@ from typing import Any, Literal
 
 from pruneofa.core.errors import ModelError, PruneofaError
 from pruneofa.core.outputs import check_not_an_input
-from pruneofa.export import layout, sparse_export
+from pruneofa.export import default_precision, layout, sparse_export
 from pruneofa.export.dev_data import DevData, dev_data, recorded_dev_file
 from pruneofa.export.embeddings import quantize_embeddings_
 from pruneofa.export.openvino_layout import weights_as_rows
 from pruneofa.export.to_onnx import OPSET, Precision, export_onnx, onnx_weights, qdq_counts
 from pruneofa.export.vocab import trim_folder_vocabulary_
-from pruneofa.runtime.engines import ENGINES, IR_XML, ONNX_FILE, OPENVINO_SPARSE, Engine, EngineName, open_engine
+from pruneofa.runtime.engines import (
+    DEFAULT_PRECISION_CHECK,
+    ENGINES,
+    IR_XML,
+    ONNX_FILE,
+    OPENVINO_SPARSE,
+    Engine,
+    EngineName,
+    open_engine,
+)
 from pruneofa.training.trained import TrainedFolder, open_trained
 
 FORMATS = ("onnx", "openvino")
@@ -266,7 +275,7 @@ def _verify(
 
     failures, dev_logits = [], {"torch": ref_logits[dev]}
     for name in engines:
-        metrics, dev_logits[name] = score(open_engine(folder, name))
+        metrics, dev_logits[name] = score(open_engine(folder, name, precision="f32"))
         value = main_metric_value(source.task, metrics[dev])
         result[name] = {"metrics": metrics, **scoring.logit_agreement(ref_logits[dev], dev_logits[name])}
         if value < ref_value - cfg.tolerance:
@@ -278,6 +287,10 @@ def _verify(
         )
     if sparse is not None:
         result[OPENVINO_SPARSE] = sparse_export.check_on_dev(folder, sparse, score, dev_logits, dev, cfg.output_dir)
+    if precision == "int8" and "openvino" in engines:
+        result[DEFAULT_PRECISION_CHECK] = default_precision.check_on_dev(
+            folder, source.task, score, dev_logits, dev, ref_value, cfg.tolerance
+        )
     return result
 
 

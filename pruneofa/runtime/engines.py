@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from pruneofa.core.errors import ModelError, PruneofaError
+from pruneofa.runtime.manifest import read_manifest
 
 EngineName = Literal["onnxruntime", "openvino", "openvino-sparse"]
 OPENVINO_SPARSE: EngineName = "openvino-sparse"
@@ -87,12 +88,22 @@ def default_engine(folder: Path) -> EngineName:
     raise ModelError(f"{folder}: neither {ONNX_FILE} nor {IR_XML}; pass a folder written by `pruneofa export`")
 
 
-def open_engine(folder: Path, engine: EngineName, threads: int | None = None, precision: str | None = "f32") -> Engine:
+# The manifest's verification entry saying whether the int8 export held its dev score at OpenVINO's default
+# precision (export/default_precision.py).
+DEFAULT_PRECISION_CHECK = "openvino_default_precision"
+VERIFIED = "verified"  # open_engine's default precision: what export checked on the dev set
+
+
+def open_engine(
+    folder: Path, engine: EngineName, threads: int | None = None, precision: str | None = VERIFIED
+) -> Engine:
     """Load the exported model in `engine` on CPU.
 
-    threads: intra-op threads (None: the engine's default). precision: OpenVINO's INFERENCE_PRECISION_HINT;
-    "f32" by default because OpenVINO otherwise runs float layers in bf16 on CPUs that have it, which is not the
-    model that was verified (None keeps the device default). onnxruntime always computes float layers in fp32.
+    threads: intra-op threads (None: the engine's default). precision: OpenVINO's INFERENCE_PRECISION_HINT.
+    By default ("verified") the precision export checked: OpenVINO's own default (bf16 on CPUs that have it) where
+    the manifest says the int8 export held its dev score there, else "f32", because OpenVINO otherwise runs float
+    layers in bf16, which is not the model that was verified. None keeps the device default. onnxruntime always
+    computes float layers in fp32; the sparse form runs with the f32 hint unless told otherwise.
     """
     if threads is not None and threads < 1:
         raise ModelError(f"threads {threads}: must be at least 1 (or left out for the engine default)")
@@ -100,13 +111,20 @@ def open_engine(folder: Path, engine: EngineName, threads: int | None = None, pr
     if engine == "onnxruntime":
         return OrtEngine(path, threads)
     if engine == "openvino":
-        return OpenVinoEngine(path, threads, precision)
+        return OpenVinoEngine(path, threads, verified_precision(folder) if precision == VERIFIED else precision)
     if engine == OPENVINO_SPARSE:
         problem = sparse_unavailable()
         if problem:
             raise ModelError(f"engine {OPENVINO_SPARSE}: {problem}")
-        return OpenVinoEngine(path, threads, precision, sparse=True)
+        return OpenVinoEngine(path, threads, "f32" if precision == VERIFIED else precision, sparse=True)
     raise ModelError(f"engine {engine!r}: unknown; use one of {', '.join(ENGINES)}")
+
+
+def verified_precision(folder: Path) -> str | None:
+    """OpenVINO's precision hint for export `folder`: None (OpenVINO's default) where its manifest records that
+    the int8 model held its dev score at the default precision, else "f32"."""
+    verification = (read_manifest(folder) or {}).get("verification") or {}
+    return None if (verification.get(DEFAULT_PRECISION_CHECK) or {}).get("held") is True else "f32"
 
 
 def sparse_unavailable() -> str | None:

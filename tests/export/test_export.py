@@ -13,6 +13,7 @@ from cli_helpers import cli_error, run_cli
 from safetensors.torch import load_file
 from tiny_chain import EVAL_N
 
+from pruneofa.core import hardware
 from pruneofa.core.files import sha256_file
 from pruneofa.export.layout import gzip_size
 from pruneofa.kernels import openvino_op
@@ -102,6 +103,23 @@ def test_verification_recorded_within_tolerance(tiny_chain: Path) -> None:
         assert check["openvino-sparse"]["vs_qdq"]["argmax_agreement"] >= 0.999
     else:
         assert sparse["verification"]["summary"].startswith("verification skipped: ")
+
+
+@pytest.mark.slow
+def test_openvino_runs_at_its_default_precision_only_where_export_checked_it(tiny_chain: Path) -> None:
+    check = manifest(tiny_chain / "int8")["verification"]["openvino_default_precision"]
+    engine = open_engine(tiny_chain / "int8", "openvino")  # the default: what export verified
+    bf16_cpu = hardware.cpu_info()["avx512_bf16"] or "amx_bf16" in (hardware.cpu_info()["amx_flags"] or [])
+    assert check["checked"] is bf16_cpu and check["precision_used"] == ("bf16" if bf16_cpu else "f32")
+    if check["held"]:
+        torch_acc = manifest(tiny_chain / "int8")["verification"]["torch"]["metrics"]["validation"]["accuracy"]
+        assert check["metrics"]["validation"]["accuracy"] >= torch_acc - 0.005
+        assert check["label_agreement_with_f32"] >= check["agreement_needed"]
+        assert engine.describe()["precision_hint"] is None and engine.describe()["inference_precision"] == "bf16"
+    else:
+        assert check["reason"] and engine.describe()["inference_precision"] == "f32"
+    assert open_engine(tiny_chain / "int8", "openvino", precision="f32").describe()["inference_precision"] == "f32"
+    assert "openvino_default_precision" not in manifest(tiny_chain / "fp32")["verification"]  # int8 only
 
 
 @pytest.mark.slow

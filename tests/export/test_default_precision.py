@@ -1,0 +1,67 @@
+"""OpenVINO's default precision (bf16 float ops where the CPU has them) is used for an int8 export only where
+export checked it on the dev set; a check that fails keeps the f32 hint and says why."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pruneofa.data.tasks import get_task
+from pruneofa.export import default_precision
+from pruneofa.runtime.engines import DEFAULT_PRECISION_CHECK, Engine, open_engine, verified_precision
+
+
+def _with_manifest(folder: Path, check: dict[str, Any] | None) -> Path:
+    folder.mkdir()
+    verification = {"status": "passed"} if check is None else {"status": "passed", DEFAULT_PRECISION_CHECK: check}
+    (folder / "manifest.json").write_text(json.dumps({"verification": verification}))
+    return folder
+
+
+def test_the_precision_follows_the_recorded_check(tmp_path: Path) -> None:
+    assert verified_precision(_with_manifest(tmp_path / "held", {"held": True})) is None  # OpenVINO's default
+    assert verified_precision(_with_manifest(tmp_path / "failed", {"held": False})) == "f32"
+    assert verified_precision(_with_manifest(tmp_path / "old", None)) == "f32"  # exported before the check
+    assert verified_precision(tmp_path) == "f32"  # no manifest at all
+    assert verified_precision(_with_manifest(tmp_path / "odd", {"held": "yes"})) == "f32"  # only a real True
+
+
+@pytest.mark.slow
+def test_a_default_precision_that_moves_labels_is_not_taken(tiny_exports: Path) -> None:
+    folder = tiny_exports / "int8"
+    task = get_task("rotten_tomatoes")
+    rng = np.random.default_rng(0)
+    f32 = rng.standard_normal((200, 2)).astype(np.float32)
+    logits = {"openvino": f32, "onnxruntime": f32}
+
+    def flipped(engine: Engine) -> tuple[dict[str, Any], np.ndarray]:  # every label the other way round
+        return {"validation": {"accuracy": 0.9}}, f32[:, ::-1].copy()
+
+    check = default_precision.check_on_dev(folder, task, flipped, logits, "validation", 0.9, 0.01)
+    if not check["checked"]:  # OpenVINO's default is f32 on this CPU: nothing to check, nothing taken
+        assert check["precision_used"] == "f32" and not check["held"]
+        return
+    assert not check["held"] and check["label_agreement_with_f32"] < 0.01 and "keeps the f32 hint" in check["reason"]
+
+    def same(engine: Engine) -> tuple[dict[str, Any], np.ndarray]:
+        return {"validation": {"accuracy": 0.9}}, f32
+
+    assert default_precision.check_on_dev(folder, task, same, logits, "validation", 0.9, 0.01)["held"]
+
+    def worse(engine: Engine) -> tuple[dict[str, Any], np.ndarray]:  # same labels, but a lower score than torch's
+        return {"validation": {"accuracy": 0.85}}, f32
+
+    assert not default_precision.check_on_dev(folder, task, worse, logits, "validation", 0.9, 0.01)["held"]
+
+
+def test_the_sparse_form_keeps_the_f32_hint(tiny_exports: Path) -> None:
+    from pruneofa.kernels import openvino_op
+
+    if not openvino_op.availability().ok:
+        pytest.skip("the sparse kernel's OpenVINO extension is not built here")
+    engine = open_engine(tiny_exports / "int8", "openvino-sparse")
+    assert engine.describe()["precision_hint"] == "f32"
