@@ -112,6 +112,13 @@ def facts(doc: dict[str, Any]) -> list[str]:
     rate = sparse.get("decompression_rate")
     lines.append(f"OpenVINO sparse-weights path: {sparse['status']}" + (f" (rate {rate})" if rate is not None else "")
                  + f": {sparse['note']}")  # fmt: skip
+    int8 = doc["engines"].get("openvino-int8") or {}
+    if int8.get("precision_used"):  # f32 hint, or OpenVINO's default where export verified the int8 model there
+        how = "f32 hint" if int8["requested"].get("INFERENCE_PRECISION_HINT") == "f32" else "OpenVINO's default"
+        lines.append(
+            f"openvino-int8 float ops: {int8['precision_used']} ({how}; OpenVINO's default is used only where "
+            "`pruneofa export` found the int8 model's dev score held there)"
+        )
     default = (doc["engines"].get(OPENVINO_DEFAULT) or {}).get("default_precision")
     if default:
         lines.append(f"OpenVINO default precision (openvino-default): {default['precision_used']}: {default['note']}")

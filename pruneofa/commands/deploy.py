@@ -122,7 +122,7 @@ def _echo_default_precision(verification: dict[str, Any], split: str, metric: st
     if check["held"]:
         score, agree = check["metrics"][split][metric], check["label_agreement_with_f32"]
         typer.echo(
-            f"openvino at its default precision ({used}): {metric} {score}, {agree:.2%} of labels as with f32: "
+            f"openvino at its default precision ({used}): {metric} {score:.4f}, {agree:.2%} of labels as with f32: "
             f"held, so predict, eval and bench run OpenVINO at {used} here"
         )
     else:

@@ -349,6 +349,7 @@ def test_cli_writes_outputs_and_refuses_to_overwrite(
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert "torch-fp32-b1" not in saved["results"] and "openvino-b1" in saved["speedups"]
     assert saved["openvino_sparse_weights"]["status"] == "off"  # not asked for: OpenVINO's dense int8 kernel ran
+    assert "openvino-int8 float ops: f32 (f32 hint" in out  # an export not checked at OpenVINO's default precision
     assert "CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE" not in saved["engines"]["openvino-int8"]["requested"]
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
     assert "| openvino-int8-b1 |" in (tmp_path / "bench.md").read_text()
