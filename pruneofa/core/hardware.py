@@ -58,3 +58,10 @@ def default_threads(info: dict[str, Any]) -> int:
     physical = int(info.get("physical_cores") or 0) or int(info.get("logical_cpus") or 1)
     usable = int(info.get("usable_cpus") or physical)
     return max(1, min(physical, usable))
+
+
+def amx_runs_bf16(info: dict[str, Any], onednn_max_cpu_isa: str | None) -> bool:
+    """Whether OpenVINO's bf16 float ops run on AMX here: the CPU has AMX-BF16 and $ONEDNN_MAX_CPU_ISA (which
+    OpenVINO honours) does not cap oneDNN below it (e.g. AVX512_CORE_BF16, set to behave as a CPU without AMX)."""
+    capped = bool(onednn_max_cpu_isa) and "AMX" not in str(onednn_max_cpu_isa).upper()
+    return "amx_bf16" in (info.get("amx_flags") or []) and not capped
