@@ -65,7 +65,9 @@ def export(
     ] = True,
     cache_dir: Annotated[Path | None, opt("--cache_dir", help="Built-in data cache.")] = None,
 ) -> None:
-    """Export a trained model to ONNX (QDQ int8 or fp32) and OpenVINO IR, verified against torch on the dev set."""
+    """Export a trained model to ONNX (QDQ int8 or fp32) and OpenVINO IR, verified against torch on the dev set.
+    An int8 export is also scored on OpenVINO at its default precision (bf16 float ops on CPUs that have them):
+    where that holds within --tolerance, predict, eval and bench run it so on AMX CPUs (faster), else f32."""
     from pruneofa import ExportConfig, export_model
 
     cfg = ExportConfig(
