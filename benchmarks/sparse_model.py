@@ -39,14 +39,6 @@ from bench_shapes import build_exports
 from pruneofa.export.openvino_layout import weights_as_rows
 
 
-def sparse_weight_layers(model: Any) -> int:
-    """How many of the compiled model's FullyConnected layers run OpenVINO's sparse-weights primitive."""
-    from pruneofa.runtime.engines import openvino_runtime_layers
-
-    rows = openvino_runtime_layers(model)
-    return sum("sparse" in row["primitive_type"] for row in rows if row["layer_type"] == "FullyConnected")
-
-
 def feeds(folder: Path, batch: int, seq_len: int) -> dict[str, np.ndarray]:
     from pruneofa.bench.inputs import dev_texts, token_batches
 
@@ -147,7 +139,7 @@ def main() -> int:
     from pruneofa.core import hardware
     from pruneofa.kernels import native, openvino_op
     from pruneofa.kernels.sparse_form import rewrite
-    from pruneofa.runtime.engines import SPARSE_ONNX
+    from pruneofa.runtime.engines import SPARSE_ONNX, openvino_int8_matmuls, openvino_runtime_layers
 
     if not openvino_op.availability().ok:
         reason = openvino_op.availability().reason
@@ -184,8 +176,8 @@ def main() -> int:
                     model, precision = compiled(core, root / "int8" / "model.onnx", args.threads, hint, shape_of, rate)
                     request = model.create_infer_request()
                     request.infer(inputs)  # a dynamic-shape model picks its primitives at the first inference
-                    engaged = sparse_weight_layers(model)
-                    note = f"{shape} b{batch}: OpenVINO's sparse weights in {engaged} FullyConnected layers"
+                    int8, engaged = openvino_int8_matmuls(openvino_runtime_layers(model))
+                    note = f"{shape} b{batch}: OpenVINO's sparse weights in {engaged} of {int8} int8 matmuls"
                     print(note, file=sys.stderr)
                     variants[f"ov-int8-sw{suffix}"] = (None, request, precision)
                 model, precision = compiled(core, sparse_path, args.threads, hint, shape_of)

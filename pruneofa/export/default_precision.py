@@ -22,7 +22,7 @@ import numpy as np
 
 from pruneofa.data.tasks import TaskSpec
 from pruneofa.export.sparse_export import Score
-from pruneofa.runtime.engines import OpenVinoEngine, model_file
+from pruneofa.runtime.engines import open_engine
 
 
 def check_on_dev(
@@ -39,7 +39,7 @@ def check_on_dev(
     from pruneofa.data.metrics import main_metric_value
     from pruneofa.scoring import logit_agreement
 
-    engine = OpenVinoEngine(model_file(folder, "openvino"), None, None)
+    engine = open_engine(folder, "openvino", precision=None)  # None: OpenVINO's own default
     used = engine.describe()["inference_precision"]
     if used == "f32":
         reason = "OpenVINO's default is f32 on this CPU (no AVX512-BF16 / AMX-BF16): nothing to check"

@@ -20,14 +20,13 @@ import numpy as np
 def weights_as_rows(model: Any) -> int:
     """Rewrite every int8-weight MatMul of `model` (an `openvino.Model`, changed in place) to [N, K] weights with
     `transpose_b=True`; returns how many were rewritten. MatMuls of two activations (attention) are left alone."""
-    import openvino as ov
     import openvino.opset13 as ops
 
     rewritten = 0
     for matmul in model.get_ordered_ops():
         if matmul.get_type_name() != "MatMul" or matmul.get_attributes()["transpose_b"]:
             continue
-        chain = _int8_weight_chain(matmul.input_value(1).get_node(), (ov.Type.i8, ov.Type.u8))
+        chain = _int8_weight_chain(matmul.input_value(1).get_node())
         if chain is None:
             continue
         weights, convert, zero_point, scale = chain
@@ -49,7 +48,7 @@ def weights_as_rows(model: Any) -> int:
 WeightChain = tuple[np.ndarray, Any, np.ndarray | None, np.ndarray]  # weights, Convert, zero point, scale
 
 
-def _int8_weight_chain(node: Any, int8_types: tuple[Any, ...]) -> WeightChain | None:
+def _int8_weight_chain(node: Any) -> WeightChain | None:
     """(int8 [K, N] weights, their Convert, zero point or None, scale) when `node` is the dequantized-weights
     subgraph Constant(i8) -> Convert -> [Subtract(zero point)] -> Multiply(scale); else None."""
     if node.get_type_name() != "Multiply":
@@ -67,7 +66,7 @@ def _int8_weight_chain(node: Any, int8_types: tuple[Any, ...]) -> WeightChain | 
     if inner.get_type_name() != "Convert":
         return None
     source = inner.input_value(0).get_node()
-    if source.get_type_name() != "Constant" or source.get_output_element_type(0) not in int8_types:
+    if source.get_type_name() != "Constant" or source.get_output_element_type(0).get_type_name() not in ("i8", "u8"):
         return None
     weights = source.get_data()
     if weights.ndim != 2:
