@@ -18,6 +18,8 @@ drop of the worst int8 engine from the teacher, and the wall time of each step. 
   magnitude+layer-kd  one-shot magnitude + hidden-state distillation in stages 1 and 2 (its ablation)
   task+layer-kd       task-aware student + hidden-state distillation in stages 1 and 2 (the combination)
   task-block4         task-aware, zeros in groups of 4 inputs (sparsify --block 4: what the kernel likes)
+  default-block4      the default student (taylor, global), zeros in groups of 4 inputs (the VNNI path's blocks)
+  default-block16x4   the default student, zeros in blocks of 16 outputs x 4 inputs (the AMX path skips them)
 
 Data (`--data`): `recipe` = the base recipe's own (the built-in default: rotten_tomatoes, 3,000 train examples);
 `full` = the same task with the whole train split; `political` = a second task assembled here from a file the
@@ -64,6 +66,10 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "magnitude+layer-kd": {"student": {"method": "magnitude"}, "stage1": LAYER_KD, "stage2": LAYER_KD},
     "task+layer-kd": {"student": TASK, "stage1": LAYER_KD, "stage2": LAYER_KD},
     "task-block4": {"student": {**TASK, "block": 4}},
+    "default-block4": {"student": {**TASK, "pruner": "taylor", "allocation": "global", "block": 4}},
+    "default-block16x4": {
+        "student": {**TASK, "pruner": "taylor", "allocation": "global", "block": 4, "block_rows": 16}
+    },
 }
 
 

@@ -6,7 +6,8 @@ unstructured-sparse int8 layer with per-channel weight scales and a u8 per-tenso
                onnxruntime (it fuses to an int8 matmul);
 - `ov-int8`:   the same QDQ ONNX compiled by OpenVINO (f32 hint; its FullyConnected runs int8 brgemm);
 - `ov-sparse-<path>`: the same layer as pruneofa's `SparseInt8Linear` op inside OpenVINO, for each kernel path
-               this CPU runs ($PRUNEOFA_SPARSE_ISA switched between rounds).
+               this CPU runs ($PRUNEOFA_SPARSE_ISA switched between rounds); the amx path in both its weight
+               forms (`-expanded`: bitmask tiles, `-gathered`: non-empty 16x4 blocks; $PRUNEOFA_AMX_FORM).
 Every variant is timed in every round (order rotated); the median per call is reported with ratios to the best
 dense int8 engine of the same layer, measured in the same run. CPU flags go with the result.
 
@@ -29,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+AMX_FORMS = ("expanded", "gathered")
+AMX_FORM_ENV = "PRUNEOFA_AMX_FORM"
 SHAPES = ("768x768", "3072x768", "768x3072", "384x384", "1536x384", "384x1536")
 
 
@@ -43,13 +46,15 @@ def layer_shape(text: str) -> tuple[int, int]:
     return rows, cols
 
 
-def layer(rng: np.random.Generator, rows: int, cols: int, sparsity: float, block: int = 1) -> dict[str, Any]:
-    """Random int8 weights with `sparsity` zeros: single weights, or whole groups of `block` inputs (sparsify
-    --block), so the kernel sees the pattern that option makes."""
+def layer(
+    rng: np.random.Generator, rows: int, cols: int, sparsity: float, block: int = 1, block_rows: int = 1
+) -> dict[str, Any]:
+    """Random int8 weights with `sparsity` zeros: single weights, or whole blocks of `block_rows` outputs x
+    `block` inputs (sparsify --block_rows/--block), so the kernel sees the pattern that option makes."""
     w = rng.integers(-127, 128, (rows, cols)).astype(np.int8)
     w[w == 0] = 1
-    dropped = rng.random((rows, -(-cols // block))) < sparsity
-    w[np.repeat(dropped, block, axis=1)[:, :cols]] = 0
+    dropped = rng.random((-(-rows // block_rows), -(-cols // block))) < sparsity
+    w[np.repeat(np.repeat(dropped, block_rows, axis=0), block, axis=1)[:rows, :cols]] = 0
     return {
         "w": w,
         "w_scale": (rng.random(rows) * 0.01 + 1e-3).astype(np.float32),
@@ -126,7 +131,17 @@ def runners(spec: dict[str, Any], threads: int, folder: Path) -> dict[str, Any]:
         "ov-int8": (None, lambda x: ov_int8.infer({"x": x})),
     }
     for isa in native.supported_isas():
-        out[f"ov-sparse-{isa}"] = (isa, lambda x: ov_sparse.infer({"x": x}))
+        if isa != "amx":
+            out[f"ov-sparse-{isa}"] = (isa, lambda x: ov_sparse.infer({"x": x}))
+            continue
+        # Both forms of the amx path: the op builds its form on the first call, as $PRUNEOFA_AMX_FORM says.
+        for form in AMX_FORMS:
+            request = core.compile_model(core.read_model(str(sparse)), "CPU", config).create_infer_request()
+            os.environ[native.ISA_ENV], os.environ[AMX_FORM_ENV] = isa, form
+            request.infer({"x": np.zeros((1, spec["w"].shape[1]), np.float32)})
+            out[f"ov-sparse-amx-{form}"] = (isa, lambda x, r=request: r.infer({"x": x}))
+        os.environ.pop(native.ISA_ENV)
+        os.environ.pop(AMX_FORM_ENV)
     return out
 
 
@@ -150,6 +165,9 @@ def main() -> int:
     parser.add_argument("--tokens", nargs="+", type=int, default=[1, 16, 128, 1024])
     parser.add_argument("--sparsity", type=float, default=0.9)
     parser.add_argument("--block", type=int, default=1, help="zeros in groups of N inputs (sparsify --block)")
+    parser.add_argument(
+        "--block_rows", type=int, default=1, help="... of M outputs each (sparsify --block_rows; 16 suits AMX)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=0.3, help="per variant per round")
@@ -184,7 +202,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="pruneofa-kernel-bench-") as tmp:
         for rows, cols in args.shapes:
             shape = f"{rows}x{cols}"
-            spec = layer(rng, rows, cols, args.sparsity, args.block)
+            spec = layer(rng, rows, cols, args.sparsity, args.block, args.block_rows)
             fill = pack_groups(spec["w"]).group_fill
             variants = runners(spec, args.threads, Path(tmp))
             for name, (isa, _) in list(variants.items()):
@@ -220,6 +238,7 @@ def main() -> int:
                     )
     cpu = hardware.cpu_info()
     summary = {"cpu": cpu, "threads": args.threads, "sparsity": args.sparsity, "block": args.block}
+    summary["block_rows"] = args.block_rows
     summary["onednn_max_cpu_isa"] = os.environ.get("ONEDNN_MAX_CPU_ISA")
     summary.update(rounds=args.rounds, rows=rows_out)
     print(json.dumps(summary))

@@ -58,13 +58,15 @@ struct PreparedWeights {
 };
 
 struct Kernel {
-    // Bytes of this path's activation layout (the K-group paths: packed_bytes; AMX: token-major rows).
-    size_t (*activation_bytes)(int64_t tokens, int32_t cols);
-    void (*pack_u8)(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4);
+    // The activation layout is the path's, and may depend on the weights' form (`form` = prepare(w)'s result,
+    // nullptr for the K-group paths): the K-group layout (packed_bytes), or AMX's token-major rows.
+    // Bytes of that layout:
+    size_t (*activation_bytes)(const PreparedWeights* form, int64_t tokens, int32_t cols);
+    void (*pack_u8)(const PreparedWeights* form, const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4);
     // Tokens [t_begin, t_end) of x, quantized as QuantizeLinear, into the layout `x4`, which the caller has
     // zero-filled (the padding stays 0); disjoint token ranges can be written in parallel.
-    void (*quantize_pack)(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point,
-                          uint8_t* x4, int64_t t_begin, int64_t t_end);
+    void (*quantize_pack)(const PreparedWeights* form, const float* x, int64_t tokens, int32_t cols, float scale,
+                          int32_t zero_point, uint8_t* x4, int64_t t_begin, int64_t t_end);
     // nullptr where the path computes from pofa_weights directly.
     std::unique_ptr<PreparedWeights> (*prepare)(const pofa_weights& w);
     // Output rows [rb_begin * kRowBlock, rb_end * kRowBlock) for every token; `prepared` is prepare(w)'s result.
@@ -85,10 +87,14 @@ int resolve_isa(int isa);
 // below col_groups(cols) (the kernels walk a row's groups in order, chunk by chunk).
 bool valid_weights(const pofa_weights& w);
 
-// Portable pieces the ISA kernels share.
-void pack_u8_portable(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4);
-void quantize_pack_portable(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point,
-                            uint8_t* x4, int64_t t_begin, int64_t t_end);
+// Portable pieces the ISA kernels share: the K-group activation layout (the form is not looked at).
+size_t group_layout_bytes(const PreparedWeights* form, int64_t tokens, int32_t cols);
+void pack_u8_portable(const PreparedWeights* form, const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4);
+void quantize_pack_portable(const PreparedWeights* form, const float* x, int64_t tokens, int32_t cols, float scale,
+                            int32_t zero_point, uint8_t* x4, int64_t t_begin, int64_t t_end);
+// The AVX-512 quantizer into the K-group layout (kernel_avx512_vnni.cpp; call only where AVX-512 VNNI runs).
+void quantize_pack_groups_avx512(const PreparedWeights* form, const float* x, int64_t tokens, int32_t cols,
+                                 float scale, int32_t zero_point, uint8_t* x4, int64_t t_begin, int64_t t_end);
 uint8_t quantize_one(float x, float scale, int32_t zero_point);
 float gelu_scalar(float y);  // 0.5 y (1 + erf(y / sqrt 2)) with std::erf
 

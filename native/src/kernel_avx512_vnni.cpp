@@ -10,6 +10,7 @@
 #include "kernel.hpp"
 #include "gelu_avx512.hpp"
 #include "quantize_avx512.hpp"
+#include "store_avx512.hpp"
 
 namespace pofa {
 namespace {
@@ -42,29 +43,6 @@ inline void row_sums(const pofa_weights& w, int32_t j, const int32_t end, const 
     for (int i = 0; i < R; ++i) _mm512_store_si512(out + 16 * i, _mm512_add_epi32(acc[0][i], acc[1][i]));
 }
 
-// Transpose the tile (16 rows x ntok tokens) into the row-major output: one gather per token picks its 16 rows.
-inline void store_tile(const int32_t* tile, int32_t rows, int32_t n0, int nrows, int64_t t0, int ntok,
-                       const Output& o) {
-    const __mmask16 mask = static_cast<__mmask16>((1u << nrows) - 1u);
-    const __m512i column = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                              _mm512_set1_epi32(kMaxTile));
-    if (o.mult == nullptr) {
-        for (int t = 0; t < ntok; ++t) {
-            const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, column, tile + t, 4);
-            _mm512_mask_storeu_epi32(o.s32 + (t0 + t) * rows + n0, mask, v);
-        }
-        return;
-    }
-    const __m512 mult = _mm512_maskz_loadu_ps(mask, o.mult + n0);
-    const __m512 offset = _mm512_maskz_loadu_ps(mask, o.offset + n0);
-    for (int t = 0; t < ntok; ++t) {
-        const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, column, tile + t, 4);
-        __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), mult, offset);
-        if (o.activation == POFA_ACT_GELU) y = gelu16(y);
-        _mm512_mask_storeu_ps(o.f32 + (t0 + t) * rows + n0, mask, y);
-    }
-}
-
 template <int R>
 void token_block(const pofa_weights& w, const Activations& a, const Output& o, int64_t rb_begin, int64_t rb_end,
                  int64_t t0) {
@@ -89,7 +67,7 @@ void token_block(const pofa_weights& w, const Activations& a, const Output& o, i
                 cursor[r] = end;
             }
         }
-        store_tile(tile, w.rows, n0, nrows, t0, ntok, o);
+        store_tile_avx512(tile, w.rows, n0, nrows, t0, ntok, o);
     }
 }
 
@@ -105,8 +83,10 @@ void compute(const pofa_weights& w, const PreparedWeights* /*unused: K-group for
     }
 }
 
-void quantize_pack(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point, uint8_t* x4,
-                   int64_t t_begin, int64_t t_end) {
+}  // namespace
+
+void quantize_pack_groups_avx512(const PreparedWeights* /*form*/, const float* x, int64_t tokens, int32_t cols,
+                                 float scale, int32_t zero_point, uint8_t* x4, int64_t t_begin, int64_t t_end) {
     const int64_t padded = padded_tokens(tokens);
     const int32_t groups = col_groups(cols);
     const Quantizer16 quantize(scale, zero_point);
@@ -125,10 +105,8 @@ void quantize_pack(const float* x, int64_t tokens, int32_t cols, float scale, in
     }
 }
 
-}  // namespace
-
 const Kernel& kernel_avx512_vnni() {
-    static const Kernel k{packed_bytes, pack_u8_portable, quantize_pack, nullptr, compute};
+    static const Kernel k{group_layout_bytes, pack_u8_portable, quantize_pack_groups_avx512, nullptr, compute};
     return k;
 }
 

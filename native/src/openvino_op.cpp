@@ -84,7 +84,7 @@ public:
         outputs[0].set_shape(out_shape);
         const int64_t tokens = static_cast<int64_t>(ov::shape_size(in_shape) / static_cast<size_t>(cols_));
         if (tokens == 0) return true;
-        const size_t bytes = kernel->activation_bytes(tokens, w.cols) + 64;
+        const size_t bytes = kernel->activation_bytes(form, tokens, w.cols) + 64;
         const float* x = inputs[0].data<const float>();
         const Output o{nullptr, outputs[0].data<float>(), inputs[2].data<const float>(), inputs[3].data<const float>(),
                        static_cast<int>(activation_)};
@@ -93,7 +93,7 @@ public:
         // each thread quantizing the whole input itself to save this fork/join was 5% slower at batch 1.)
         uint8_t* x4 = zeroed_scratch(bytes);  // the calling (stream) thread's, shared by the workers below
         ov::parallel_nt(0, [&](const int ithr, const int nthr) {
-            kernel->quantize_pack(x, tokens, w.cols, x_scale_, static_cast<int32_t>(x_zero_point_), x4,
+            kernel->quantize_pack(form, x, tokens, w.cols, x_scale_, static_cast<int32_t>(x_zero_point_), x4,
                                   tokens * ithr / nthr, tokens * (ithr + 1) / nthr);
         });
         const Activations a{x4, tokens, padded_tokens(tokens)};

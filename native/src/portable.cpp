@@ -14,7 +14,12 @@ uint8_t quantize_one(float x, float scale, int32_t zero_point) {
     return static_cast<uint8_t>(std::min(255.0f, std::max(0.0f, q)));
 }
 
-void pack_u8_portable(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4) {
+size_t group_layout_bytes(const PreparedWeights* /*form*/, int64_t tokens, int32_t cols) {
+    return packed_bytes(tokens, cols);
+}
+
+void pack_u8_portable(const PreparedWeights* /*form*/, const uint8_t* x, int64_t tokens, int32_t cols,
+                      uint8_t* x4) {
     const int64_t padded = padded_tokens(tokens);
     const int32_t groups = col_groups(cols);
     std::memset(x4, 0, packed_bytes(tokens, cols));
@@ -28,8 +33,8 @@ void pack_u8_portable(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x
     }
 }
 
-void quantize_pack_portable(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point,
-                            uint8_t* x4, int64_t t_begin, int64_t t_end) {
+void quantize_pack_portable(const PreparedWeights* /*form*/, const float* x, int64_t tokens, int32_t cols,
+                            float scale, int32_t zero_point, uint8_t* x4, int64_t t_begin, int64_t t_end) {
     const int64_t padded = padded_tokens(tokens);
     const int32_t groups = col_groups(cols);
     for (int64_t t = t_begin; t < t_end; ++t) {
@@ -90,7 +95,7 @@ void compute_scalar(const pofa_weights& w, const PreparedWeights* /*unused: K-gr
 }  // namespace
 
 const Kernel& kernel_scalar() {
-    static const Kernel k{packed_bytes, pack_u8_portable, quantize_pack_portable, nullptr, compute_scalar};
+    static const Kernel k{group_layout_bytes, pack_u8_portable, quantize_pack_portable, nullptr, compute_scalar};
     return k;
 }
 

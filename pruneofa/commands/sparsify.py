@@ -88,9 +88,17 @@ def sparsify(
         int,
         opt(
             "--block",
-            help="Prune N consecutive input features of a row together (magnitude pruning, every method but obs): "
+            help="Prune N consecutive input features of a row together (magnitude or taylor; not obs): "
             "1 = unstructured; 4 fills the sparse int8 kernel's 4-wide groups (about 3x fewer VNNI instructions "
             "at 90%%) at some accuracy cost.",
+        ),
+    ] = 1,
+    block_rows: Annotated[
+        int,
+        opt(
+            "--block_rows",
+            help="... and M consecutive output features with them (blocks of M x N): 1 = rows apart; 16 with "
+            "--block 4 lets the kernel's AMX path skip whole blocks (it otherwise multiplies dense tiles).",
         ),
     ] = 1,
     steps: Annotated[int, opt("--steps", help="gradual, task: optimizer steps in all.")] = 600,
@@ -125,7 +133,7 @@ def sparsify(
                                hidden_weight=hidden_weight, allocation=allocation)  # type: ignore[arg-type]  # fmt: skip
     cfg = SparsifyConfig(output_dir=output_dir, sparsity=sparsity_level, method=method, text_file=text_file,  # type: ignore[arg-type]  # validated by SparsifyConfig
                          schedule=schedule, overwrite_output_dir=overwrite_output_dir, task=task,
-                         block=block)  # fmt: skip
+                         block=block, block_rows=block_rows)  # fmt: skip
     check_output_folder(output_dir, "--output_dir")
     report = run_sparsify(model, cfg)
     for name, row in report["layers"].items():

@@ -13,6 +13,10 @@ can rank weights of different layers against each other:
   its weights (a layer pruned to nothing cuts the network).
 
 Scores of weights already pruned are 0, so the pattern only ever grows (as the cubic schedule expects).
+
+With a block shape (`block_rows` outputs x `block` inputs, sparsify --block_rows/--block) the unit ranked and
+pruned is a block, scored by the sum of its weights' scores (first-order estimates add up), so the zeros come in
+the shapes the sparse kernel skips while the taylor ranking still chooses them.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from pruneofa.compress.sparsity import block_mask, block_scores, check_block
 from pruneofa.core.errors import PruneofaError
 
 Allocation = Literal["layer", "global"]
@@ -31,10 +36,21 @@ ALLOCATIONS: tuple[Allocation, ...] = ("layer", "global")
 class TaylorImportance:
     """Running |w * grad| per prunable weight; `accumulate` after each backward, `prune_` at each event."""
 
-    def __init__(self, model: nn.Module, names: list[str], beta: float = 0.85, min_density: float = 0.02) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        names: list[str],
+        beta: float = 0.85,
+        min_density: float = 0.02,
+        block: int = 1,
+        block_rows: int = 1,
+    ) -> None:
         if not 0.0 <= beta < 1.0:
             raise PruneofaError(f"importance beta {beta}: must be in [0, 1)")
+        for name in names:
+            check_block(model.get_parameter(name).shape, name, block, block_rows)
         self.model, self.names, self.beta, self.min_density = model, names, beta, min_density
+        self.block, self.block_rows = block, block_rows
         self.scores = {name: torch.zeros_like(model.get_parameter(name), dtype=torch.float32) for name in names}
         self.steps = 0
 
@@ -49,10 +65,10 @@ class TaylorImportance:
         self.steps += 1
 
     def _ranked(self, name: str) -> torch.Tensor:
-        """The weight's score, or |w| before any step (so a cut before training still ranks by something)."""
-        if self.steps:
-            return self.scores[name]
-        return self.model.get_parameter(name).detach().abs().float()
+        """One score per unit (a weight, or a block), flat: the running scores, or |w| before any step (so a cut
+        before training still ranks by something)."""
+        scores = self.scores[name] if self.steps else self.model.get_parameter(name).detach().abs().float()
+        return block_scores(scores, self.block, self.block_rows)
 
     @torch.no_grad()
     def prune_(self, sparsity: float, allocation: Allocation) -> dict[str, torch.Tensor]:
@@ -63,16 +79,14 @@ class TaylorImportance:
         if allocation not in ALLOCATIONS:
             raise PruneofaError(f"--allocation {allocation!r}: unknown; use layer or global")
         # One descending sort per layer serves both the shares and the masks (ties break by position).
-        orders = {
-            name: torch.argsort(self._ranked(name).flatten(), descending=True, stable=True) for name in self.names
-        }
+        orders = {name: torch.argsort(self._ranked(name), descending=True, stable=True) for name in self.names}
         keep_counts = self._keep_counts(sparsity, allocation, orders)
         masks: dict[str, torch.Tensor] = {}
         for name in self.names:
             weight = self.model.get_parameter(name)
-            keep = torch.zeros(weight.numel(), dtype=torch.bool, device=weight.device)
+            keep = torch.zeros(orders[name].numel(), dtype=torch.bool, device=weight.device)
             keep[orders[name][: keep_counts[name]]] = True
-            mask = keep.view_as(weight)
+            mask = block_mask(keep, weight.shape, self.block, self.block_rows)
             weight.mul_(mask)
             masks[name] = mask
         return masks
@@ -85,7 +99,7 @@ class TaylorImportance:
         if allocation == "layer" or sum(floors.values()) >= total_keep:  # the floors would take everything
             return per_layer
         # Each layer's best `floor` weights are kept outright; the rest of the budget goes to the best of the others.
-        rest = [self._ranked(name).flatten()[orders[name][floors[name] :]] for name in self.names]
+        rest = [self._ranked(name)[orders[name][floors[name] :]] for name in self.names]
         chosen = torch.zeros(sum(part.numel() for part in rest), dtype=torch.bool)
         chosen[torch.argsort(torch.cat(rest), descending=True, stable=True)[: total_keep - sum(floors.values())]] = True
         counts = {

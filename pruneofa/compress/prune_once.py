@@ -48,13 +48,17 @@ class GradualConfig:
     # demo recipe (450 steps with decay vs 300 without) it did not raise the task student's held-out agreement
     # with its teacher (0.846 vs 0.857), see NOTES.md
     decay_after_pruning: bool = False
-    block: int = 1  # magnitude units: 1 = single weights, N = N consecutive input features (sparsity.magnitude_prune_)
+    block: int = 1  # pruning units: 1 = single weights, N = N consecutive input features (sparsity.magnitude_prune_)
+    block_rows: int = 1  # ... of that many consecutive outputs (16 x 4: the AMX kernel's blocks)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.initial <= self.target < 1.0:
             raise PruneofaError(f"--sparsity {self.target}: must be in [0, 1), e.g. 0.9 for 90% zeros")
-        if self.block < 1:
-            raise PruneofaError(f"--block {self.block}: must be >= 1 (1 = unstructured, 4 = groups of 4 inputs)")
+        if self.block < 1 or self.block_rows < 1:
+            raise PruneofaError(
+                f"--block {self.block} --block_rows {self.block_rows}: both must be >= 1 (1 = unstructured, "
+                "--block 4 = groups of 4 inputs)"
+            )
         if self.steps < 1 or self.prune_every < 1 or self.batch_size < 1:
             raise PruneofaError("--steps, --prune_every and --batch_size must be at least 1")
         if not 0.0 <= self.prune_start_fraction < self.prune_end_fraction <= 1.0:
@@ -182,7 +186,7 @@ def gradual_prune(
         return {"loss": hidden_state_loss(states, target_states, batch["attention_mask"])}
 
     def prune_to(target: float) -> dict[str, torch.Tensor]:
-        return sparsity.magnitude_prune_(dense, target, names, cfg.block)
+        return sparsity.magnitude_prune_(dense, target, names, cfg.block, cfg.block_rows)
 
     return {"log": prune_on_schedule(dense, text_batches(texts, tokenizer, cfg), loss_of, prune_to, cfg)}
 

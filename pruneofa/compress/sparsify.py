@@ -61,7 +61,8 @@ class SparsifyConfig:
     schedule: GradualConfig | None = None
     overwrite_output_dir: bool = False
     task: TaskPruneConfig | None = None
-    block: int = 1  # magnitude units of N consecutive input features (1 = unstructured); replaces schedule.block
+    block: int = 1  # pruning units of N consecutive input features (1 = unstructured); replaces schedule.block
+    block_rows: int = 1  # ... of M consecutive outputs (16 with block 4: the AMX kernel skips whole blocks)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.sparsity < 1.0:
@@ -83,13 +84,16 @@ class SparsifyConfig:
                 "--text_file: --method task distills on the task's own text and transfer set (--task_name, "
                 "--train_file); leave --text_file out"
             )
-        if self.block < 1:
-            raise PruneofaError(f"--block {self.block}: must be >= 1 (1 = unstructured, 4 = groups of 4 inputs)")
-        single = self.method == "obs" or (self.task is not None and self.task.pruner in ("obs", "taylor"))
-        if self.block > 1 and single:
+        if self.block < 1 or self.block_rows < 1:
             raise PruneofaError(
-                f"--block {self.block}: OBS and taylor prune single weights; use --block 1 with them, or the "
-                "magnitude pruner"
+                f"--block {self.block} --block_rows {self.block_rows}: both must be >= 1 (1 = unstructured, "
+                "--block 4 = groups of 4 inputs, --block_rows 16 --block 4 = the AMX kernel's blocks)"
+            )
+        single = self.method == "obs" or (self.task is not None and self.task.pruner == "obs")
+        if (self.block > 1 or self.block_rows > 1) and single:
+            raise PruneofaError(
+                f"--block {self.block} --block_rows {self.block_rows}: OBS prunes single weights; use --block 1 "
+                "--block_rows 1 with it, or the taylor or magnitude pruner"
             )
         if self.method in ("gradual", "obs") and self.text_file is None:
             raise PruneofaError(f"--method {self.method} needs --text_file (one text per line, or '{BUILTIN_TEXTS}')")
@@ -152,7 +156,9 @@ def sparsify(model_ref: str | None, cfg: SparsifyConfig) -> dict[str, Any]:
             "--validation_file": cfg.task.validation_file,
         }
         _claim_output_dir(cfg.output_dir, cfg.overwrite_output_dir, inputs)
-        schedule = dataclasses.replace(cfg.schedule or GradualConfig(), target=cfg.sparsity, block=cfg.block)
+        schedule = dataclasses.replace(
+            cfg.schedule or GradualConfig(), target=cfg.sparsity, block=cfg.block, block_rows=cfg.block_rows
+        )
         model, tokenizer, details = task_prune(cfg.task, schedule)
         details = {"method": "task", "schedule": asdict(schedule), **details}
         source = teacher
@@ -170,6 +176,7 @@ def sparsify(model_ref: str | None, cfg: SparsifyConfig) -> dict[str, Any]:
         "source": source,
         "target": cfg.sparsity,
         "block": cfg.block,
+        "block_rows": cfg.block_rows,
         "overall": sparsity.overall_sparsity(layers),
         "layers": layers,
         "versions": package_versions(),
@@ -182,7 +189,8 @@ def sparsify(model_ref: str | None, cfg: SparsifyConfig) -> dict[str, Any]:
 def _prune_pretrained(model_ref: str, cfg: SparsifyConfig) -> tuple[Any, Any, dict[str, Any]]:
     """The task-agnostic methods on a dense pre-trained encoder: (pruned model, tokenizer, report details)."""
     target, method, text_file = cfg.sparsity, cfg.method, cfg.text_file
-    gradual = dataclasses.replace(cfg.schedule, target=target, block=cfg.block) if cfg.schedule else None
+    base = cfg.schedule or GradualConfig(target=target)
+    gradual = dataclasses.replace(base, target=target, block=cfg.block, block_rows=cfg.block_rows)
     path = resolve_model(model_ref)
     model = from_pretrained_checked(AutoModel, path, "model")
     tokenizer = load_tokenizer(path)
@@ -194,16 +202,15 @@ def _prune_pretrained(model_ref: str, cfg: SparsifyConfig) -> tuple[Any, Any, di
     dense = copy.deepcopy(model) if texts else None
     details: dict[str, Any] = {"method": method}
     if method == "gradual":
-        schedule = gradual or GradualConfig(target=target, block=cfg.block)
         details.update(
-            schedule=asdict(schedule), **gradual_prune(model, tokenizer, texts[: len(texts) - len(held_out)], schedule)
+            schedule=asdict(gradual), **gradual_prune(model, tokenizer, texts[: len(texts) - len(held_out)], gradual)
         )
     elif method == "obs":
         calibration = texts[: min(OBS_CALIBRATION_TEXTS, len(texts) - len(held_out))]
         obs_prune_(model, tokenizer, calibration, target, names)
         details["calibration_texts"] = len(calibration)
     else:
-        sparsity.magnitude_prune_(model, target, names, cfg.block)
+        sparsity.magnitude_prune_(model, target, names, cfg.block, cfg.block_rows)
     if dense is not None:
         details["held_out_hidden_mse"] = distillation_gap(model, dense, tokenizer, held_out, 128)
     return model, tokenizer, details

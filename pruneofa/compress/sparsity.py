@@ -116,32 +116,59 @@ def check_pattern(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
                 )
 
 
-def magnitude_prune_(model: nn.Module, sparsity: float, names: list[str], block: int = 1) -> dict[str, torch.Tensor]:
+def check_block(weight_shape: tuple[int, ...] | torch.Size, name: str, block: int, block_rows: int) -> None:
+    """A block of `block_rows` outputs x `block` inputs must tile the layer: say which option does not."""
+    if block < 1 or block_rows < 1:
+        raise PruneofaError(
+            f"--block {block} --block_rows {block_rows}: both must be >= 1 (1 = unstructured; --block 4 = groups of "
+            "4 inputs; --block_rows 16 --block 4 = the AMX kernel's 16-output blocks)"
+        )
+    for flag, size, what in (("--block", block, weight_shape[-1]), ("--block_rows", block_rows, weight_shape[0])):
+        if what % size:
+            kind = "input" if flag == "--block" else "output"
+            raise PruneofaError(
+                f"{flag} {size}: {name!r} has {what} {kind} features, not a multiple of {size}; use {flag} 1 or a "
+                f"block that divides every layer's {kind} size"
+            )
+
+
+def block_scores(scores: torch.Tensor, block: int, block_rows: int, pool: str = "sum") -> torch.Tensor:
+    """One score per block of `block_rows` outputs x `block` inputs of a [N, K] tensor, blocks in row-major order:
+    the sum of the scores in it ("sum": additive scores such as taylor's) or their L2 norm ("norm": magnitudes)."""
+    rows, cols = scores.shape
+    units = scores.reshape(rows // block_rows, block_rows, cols // block, block).transpose(1, 2)
+    units = units.reshape(rows // block_rows, cols // block, block_rows * block)
+    return (units.norm(dim=-1) if pool == "norm" else units.sum(dim=-1)).flatten()
+
+
+def block_mask(keep: torch.Tensor, shape: torch.Size, block: int, block_rows: int) -> torch.Tensor:
+    """block_scores' order back to a [N, K] boolean mask: each block all kept or all zero."""
+    grid = keep.view(shape[0] // block_rows, shape[1] // block)
+    return grid.repeat_interleave(block_rows, dim=0).repeat_interleave(block, dim=1)
+
+
+def magnitude_prune_(
+    model: nn.Module, sparsity: float, names: list[str], block: int = 1, block_rows: int = 1
+) -> dict[str, torch.Tensor]:
     """One-shot magnitude pruning: per layer the round(sparsity * count) smallest units become 0.
 
-    block = 1: unstructured, a unit is one weight (|w|). block = N > 1: a unit is N consecutive input features of
-    one output row (w[n, k:k+N], ranked by their L2 norm), so every N-wide group along K is all zero or all kept:
-    what the sparse kernel's 4-wide groups (VNNI lanes) like. Returns the masks; ties are broken by position
-    (a stable sort), so the count is exact.
+    block = block_rows = 1: unstructured, a unit is one weight (|w|). Otherwise a unit is a block of `block_rows`
+    outputs x `block` consecutive inputs (w[n:n+block_rows, k:k+block], ranked by its L2 norm), all zero or all
+    kept: 1 x 4 is what the sparse kernel's 4-wide groups (VNNI lanes) like, 16 x 4 what its AMX tiles like.
+    Returns the masks; ties are broken by position (a stable sort), so the count is exact.
     """
     if not 0.0 <= sparsity < 1.0:
         raise PruneofaError(f"sparsity must be in [0, 1), got {sparsity}: pass e.g. 0.9 for 90% zeros")
-    if block < 1:
-        raise PruneofaError(f"--block {block}: must be >= 1 (1 = unstructured, 4 = groups of 4 input features)")
     masks: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for name in names:
             weight = _param(model, name)
-            if weight.shape[-1] % block:
-                raise PruneofaError(
-                    f"--block {block}: {name!r} has {weight.shape[-1]} input features, not a multiple of {block}; "
-                    "use --block 1 or a block that divides every layer's input size"
-                )
-            units = weight.detach().reshape(-1, block).norm(dim=1)  # one score per block (|w| when block = 1)
+            check_block(weight.shape, name, block, block_rows)
+            units = block_scores(weight.detach(), block, block_rows, pool="norm")
             order = torch.argsort(units, stable=True)
             keep = torch.ones(units.numel(), dtype=torch.bool, device=weight.device)
             keep[order[: round(sparsity * units.numel())]] = False
-            mask = keep.repeat_interleave(block).view_as(weight)
+            mask = block_mask(keep, weight.shape, block, block_rows)
             weight.mul_(mask)
             masks[name] = mask
     return masks

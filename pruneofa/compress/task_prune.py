@@ -203,14 +203,18 @@ def task_prune(
 
     calibration = distill_on[:CALIBRATION_TEXTS]
 
-    importance = TaylorImportance(student, names) if cfg.pruner == "taylor" else None
+    importance = (
+        TaylorImportance(student, names, block=schedule.block, block_rows=schedule.block_rows)
+        if cfg.pruner == "taylor"
+        else None
+    )
 
     def prune_to(target: float) -> dict[str, torch.Tensor]:
         if cfg.pruner == "obs":
             return obs_prune_(student, tokenizer, calibration, target, names, max_length=schedule.max_seq_length)
         if importance is not None:
             return importance.prune_(target, cfg.allocation)
-        return sparsity.magnitude_prune_(student, target, names, schedule.block)
+        return sparsity.magnitude_prune_(student, target, names, schedule.block, schedule.block_rows)
 
     batches = text_batches(distill_on, tokenizer, schedule)
     log = prune_on_schedule(student, batches, loss_of, prune_to, schedule, desc="task prune",

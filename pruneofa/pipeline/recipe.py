@@ -63,6 +63,7 @@ class StudentSection:
     temperature: float = 2.0
     hidden_weight: float = 1.0
     block: int = 1  # `sparsify --block`: 1 = unstructured; 4 = groups of 4 input features (not with obs)
+    block_rows: int = 1  # `sparsify --block_rows`: 16 with block 4 = the AMX kernel's blocks
     allocation: str = "layer"  # method "task", pruner "taylor": "global" = per-layer shares from one ranking
 
     TASK_ONLY: ClassVar[tuple[str, ...]] = ("pruner", "transfer_set", "temperature", "hidden_weight", "allocation")
@@ -71,8 +72,9 @@ class StudentSection:
         """The keys its step depends on: the task-only keys only for method "task" (so adding them did not
         change the fingerprint, and re-make the students, of other recipes)."""
         values = dataclasses.asdict(self)
-        if self.block == 1:  # the default: left out, so adding the key re-made no earlier student
-            values.pop("block")
+        for key in ("block", "block_rows"):  # the defaults: left out, so adding the key re-made no earlier student
+            if values[key] == 1:
+                values.pop(key)
         if self.allocation == "layer":  # the same for the allocation key
             values.pop("allocation")
         return values if self.method == "task" else {k: v for k, v in values.items() if k not in self.TASK_ONLY}

@@ -154,6 +154,7 @@ def student_step(recipe: Recipe, root: Path, teacher: Step) -> Step | None:
             overwrite_output_dir=True,
             task=task,
             block=s.block,
+            block_rows=s.block_rows,
         )
 
     cfg = build(recipe, "student", "[student], [data]", make)  # at plan time, so --dry_run checks it too

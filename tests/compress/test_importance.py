@@ -100,3 +100,25 @@ def test_bad_settings_are_refused() -> None:
         imp.prune_(0.5, "best")  # type: ignore[arg-type]
     with pytest.raises(PruneofaError, match="beta"):
         TaylorImportance(Two(), ["a.weight"], beta=1.0)
+
+
+def test_blocks_are_ranked_by_their_summed_scores() -> None:
+    """With a block shape the unit is a block: the kept blocks are those of the highest summed |w x grad|, and
+    every block is all kept or all zero, at the exact count."""
+    torch.manual_seed(5)
+    model = Two()
+    imp = TaylorImportance(model, ["a.weight", "b.weight"], beta=0.5, block=2, block_rows=4)
+    for _ in range(3):
+        model.zero_grad()
+        model(torch.randn(16, 8)).pow(2).mean().backward()
+        imp.accumulate()
+    sums = {k: v.reshape(2, 4, 4, 2).transpose(1, 2).sum(dim=(-1, -2)).flatten() for k, v in imp.scores.items()}
+    masks = imp.prune_(0.75, "layer")
+    for name, mask in masks.items():
+        blocks = mask.reshape(2, 4, 4, 2).transpose(1, 2).flatten(2)
+        assert torch.all(blocks.all(dim=-1) | ~blocks.any(dim=-1))
+        kept = blocks.all(dim=-1).flatten()
+        assert int(kept.sum()) == 2  # 8 blocks, 75% zero
+        assert sums[name][kept].min() >= sums[name][~kept].max()
+    with pytest.raises(PruneofaError, match="--block 3"):
+        TaylorImportance(model, ["a.weight"], block=3)

@@ -190,3 +190,29 @@ def test_block_pruning_ranks_groups_by_their_norm_and_refuses_bad_blocks() -> No
         magnitude_prune_(nn.Linear(8, 2), 0.5, ["weight"], block=3)
     with pytest.raises(PruneofaError, match="--block 0"):
         magnitude_prune_(nn.Linear(8, 2), 0.5, ["weight"], block=0)
+
+
+def test_two_dimensional_blocks_are_whole_and_exact() -> None:
+    """--block_rows 4 --block 2: every 4-output x 2-input block is all zero or all kept, at the exact sparsity; a
+    block that does not tile a layer names the flag and the layer."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(16, 12), nn.Linear(12, 8))
+    names = ["0.weight", "1.weight"]
+    masks = magnitude_prune_(model, 0.75, names, block=2, block_rows=4)
+    for name in names:
+        mask = masks[name]
+        blocks = mask.reshape(mask.shape[0] // 4, 4, -1, 2).transpose(1, 2).flatten(2)
+        assert torch.all(blocks.all(dim=-1) | ~blocks.any(dim=-1))
+        assert mask.float().mean().item() == pytest.approx(0.25)
+        assert torch.equal(model.get_parameter(name).detach() != 0, mask)
+    with pytest.raises(PruneofaError, match=r"--block_rows 5: '0.weight' has 12 output features"):
+        magnitude_prune_(model, 0.5, names, block=1, block_rows=5)
+
+
+def test_block_scores_pool_in_row_major_block_order() -> None:
+    from pruneofa.compress.sparsity import block_mask, block_scores
+
+    scores = torch.arange(16.0).reshape(4, 4)  # blocks of 2 x 2: [[0,1,4,5], [2,3,6,7], [8,9,12,13], [10,..15]]
+    assert block_scores(scores, 2, 2).tolist() == [10.0, 18.0, 42.0, 50.0]
+    mask = block_mask(torch.tensor([False, True, True, False]), scores.shape, 2, 2)
+    assert mask.tolist() == [[False, False, True, True]] * 2 + [[True, True, False, False]] * 2

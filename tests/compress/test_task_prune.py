@@ -124,8 +124,12 @@ def test_config_errors_name_the_flag() -> None:
         TaskPruneConfig(teacher="t", allocation="global")
     with pytest.raises(PruneofaError, match="--allocation 'wide'"):
         TaskPruneConfig(teacher="t", pruner="taylor", allocation="wide")  # type: ignore[arg-type]
-    with pytest.raises(PruneofaError, match="--block 4: OBS and taylor"):
-        SparsifyConfig(output_dir=Path("x"), method="task", block=4, task=TaskPruneConfig(teacher="t", pruner="taylor"))
+    with pytest.raises(PruneofaError, match="--block 4 --block_rows 1: OBS prunes single weights"):
+        SparsifyConfig(output_dir=Path("x"), method="task", block=4, task=TaskPruneConfig(teacher="t", pruner="obs"))
+    with pytest.raises(PruneofaError, match="--block_rows 16: OBS"):
+        SparsifyConfig(output_dir=Path("x"), method="obs", text_file="t", block_rows=16)
+    with pytest.raises(PruneofaError, match="--block 0 --block_rows 1: both must be >= 1"):
+        SparsifyConfig(output_dir=Path("x"), block=0)
     with pytest.raises(PruneofaError, match="sst3"):
         TaskPruneConfig(teacher="t", task_name="sst3")
 

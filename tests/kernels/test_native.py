@@ -36,6 +36,15 @@ def sparse_int8(rng: np.random.Generator, rows: int, cols: int, zeros: float = 0
     return w
 
 
+def block_sparse_int8(rng: np.random.Generator, rows: int, cols: int, zeros: float = 0.9) -> np.ndarray:
+    """Zeros in whole blocks of 16 outputs x 4 inputs (sparsify --block_rows 16 --block 4), partial blocks at the
+    edges: what the amx path's gathered form is for."""
+    w = sparse_int8(rng, rows, cols, zeros=0.0)
+    dropped = rng.random((-(-rows // 16), -(-cols // 4))) < zeros
+    w[np.repeat(np.repeat(dropped, 16, axis=0), 4, axis=1)[:rows, :cols]] = 0
+    return w
+
+
 def paths() -> list[str]:
     return native.supported_isas() if native.availability().ok else []
 
@@ -56,6 +65,26 @@ def test_gemm_is_exact_on_every_path(isa: str, shape: tuple[int, int, int]) -> N
     x[0] = 255  # largest products
     expected = x.astype(np.int64) @ w.T.astype(np.int64)
     np.testing.assert_array_equal(native.gemm_s32(pack_groups(w), x, isa, threads=2), expected)
+
+
+@needs_kernel
+@pytest.mark.parametrize("form", ["expanded", "gathered"])
+@pytest.mark.parametrize("pattern", ["unstructured", "blocks"])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_both_amx_forms_are_exact(form: str, pattern: str, shape: tuple[int, int, int], monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The amx path's two weight forms ($PRUNEOFA_AMX_FORM forces one; by default block-sparse weights take the
+    gathered one), on unstructured and 16x4-block zeros, with all-zero output blocks and partial blocks."""
+    if "amx" not in paths():
+        pytest.skip("this CPU cannot run amx")
+    monkeypatch.setenv("PRUNEOFA_AMX_FORM", form)
+    rows, cols, tokens = shape
+    rng = np.random.default_rng(rows * 7 + cols)
+    w = sparse_int8(rng, rows, cols) if pattern == "unstructured" else block_sparse_int8(rng, rows, cols)
+    w[: min(rows, 16)] = 0  # an all-zero output block
+    x = rng.integers(0, 256, (tokens, cols)).astype(np.uint8)
+    x[-1] = 255
+    expected = x.astype(np.int64) @ w.T.astype(np.int64)
+    np.testing.assert_array_equal(native.gemm_s32(pack_groups(w), x, "amx", threads=2), expected)
 
 
 @needs_kernel
@@ -205,18 +234,21 @@ def test_env_override_forces_a_path() -> None:
 
 @needs_kernel
 @pytest.mark.skipif(not openvino_op.availability().ok, reason=openvino_op.availability().reason)
+@pytest.mark.parametrize("pattern", ["sparse_int8", "block_sparse_int8"])
 @pytest.mark.parametrize("isa", native.ISA_NAMES)
-def test_openvino_op_matches_the_reference(isa: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_openvino_op_matches_the_reference(isa: str, pattern: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     if isa not in paths():
         pytest.skip(f"this CPU cannot run {isa}")
+    form = "gathered" if pattern == "block_sparse_int8" else "expanded"  # the amx path's form (others ignore it)
     code = f"""
+import os; os.environ["PRUNEOFA_AMX_FORM"] = {form!r}
 import numpy as np, onnx, openvino as ov
 from onnx import helper, TensorProto
 from pruneofa.kernels import openvino_op
 from pruneofa.kernels.group_weights import pack_groups
-from tests.kernels.test_native import reference_gelu, reference_linear, sparse_int8
+from tests.kernels.test_native import reference_gelu, reference_linear, sparse_int8, block_sparse_int8
 rng = np.random.default_rng(4)
-w = sparse_int8(rng, 40, 70); w_scale = (rng.random(40) * 0.01 + 1e-3).astype(np.float32)
+w = {pattern}(rng, 40, 70); w_scale = (rng.random(40) * 0.01 + 1e-3).astype(np.float32)
 bias = rng.standard_normal(40).astype(np.float32)
 mult, offset = openvino_op.epilogue(w_scale, bias, 0.02, 128, w)
 node, inits = openvino_op.node_and_initializers("fc", "x", "y", pack_groups(w), 0.02, 128, mult, offset)

@@ -1,0 +1,35 @@
+// The AVX-512 paths' epilogue for a tile computed outputs-by-tokens (include only from files compiled with
+// -mavx512f): the K-group VNNI path and AMX's gathered form both accumulate 16 output rows x up to 64 tokens.
+#pragma once
+
+#include <immintrin.h>
+
+#include "gelu_avx512.hpp"
+#include "kernel.hpp"
+
+namespace pofa {
+
+// Transpose the tile (16 rows x ntok tokens) into the row-major output: one gather per token picks its 16 rows.
+inline void store_tile_avx512(const int32_t* tile, int32_t rows, int32_t n0, int nrows, int64_t t0, int ntok,
+                              const Output& o) {
+    const __mmask16 mask = static_cast<__mmask16>((1u << nrows) - 1u);
+    const __m512i column = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                              _mm512_set1_epi32(kMaxTile));
+    if (o.mult == nullptr) {
+        for (int t = 0; t < ntok; ++t) {
+            const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, column, tile + t, 4);
+            _mm512_mask_storeu_epi32(o.s32 + (t0 + t) * rows + n0, mask, v);
+        }
+        return;
+    }
+    const __m512 mult = _mm512_maskz_loadu_ps(mask, o.mult + n0);
+    const __m512 offset = _mm512_maskz_loadu_ps(mask, o.offset + n0);
+    for (int t = 0; t < ntok; ++t) {
+        const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, column, tile + t, 4);
+        __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), mult, offset);
+        if (o.activation == POFA_ACT_GELU) y = gelu16(y);
+        _mm512_mask_storeu_ps(o.f32 + (t0 + t) * rows + n0, mask, y);
+    }
+}
+
+}  // namespace pofa
