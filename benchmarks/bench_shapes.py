@@ -36,9 +36,10 @@ def dense_model(shape: str, tokenizer_dir: str) -> Any:
     return classifier(None, BertConfig(), TASK)
 
 
-def build_exports(shape: str, root: Path, seq_len: int, block: int = 1) -> Path:
-    """root/{dense,sparse} training folders and root/{fp32,int8} exports; reused when already there. `block` > 1
-    prunes groups of that many inputs (sparsify --block): give such models their own root."""
+def build_exports(shape: str, root: Path, seq_len: int, block: int = 1, block_rows: int = 1) -> Path:
+    """root/{dense,sparse} training folders and root/{fp32,int8} exports; reused when already there. `block` /
+    `block_rows` > 1 prune blocks of that many inputs / outputs (sparsify --block, --block_rows): give such
+    models their own root."""
     from pruneofa.bench.models import calibration_batches, save_training_output, sparse_int8
     from pruneofa.core.cache import default_cache_dir
     from pruneofa.data.builtin import build_rotten_tomatoes
@@ -51,7 +52,7 @@ def build_exports(shape: str, root: Path, seq_len: int, block: int = 1) -> Path:
     train = build_rotten_tomatoes(default_cache_dir())["train"]
     texts = [json.loads(line)["sentence"] for line in train.read_text().splitlines()[:64]]
     dense = dense_model(shape, tokenizer_dir)
-    sparse = sparse_int8(dense, 0.9, calibration_batches(tokenizer_dir, texts, seq_len, 8), block)
+    sparse = sparse_int8(dense, 0.9, calibration_batches(tokenizer_dir, texts, seq_len, 8), block, block_rows)
     save_training_output(dense, tokenizer_dir, root / "dense", TASK, seq_len)
     save_training_output(sparse, tokenizer_dir, root / "sparse", TASK, seq_len)
     for source, target in (("dense", "fp32"), ("sparse", "int8")):

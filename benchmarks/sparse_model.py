@@ -98,6 +98,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0, help="per variant per round")
     parser.add_argument("--block", type=int, default=1, help="models pruned in groups of N inputs (sparsify --block)")
+    parser.add_argument(
+        "--block_rows", type=int, default=1, help="... of M outputs each (sparsify --block_rows; 16 x 4 suits AMX)"
+    )
     parser.add_argument("--static", action="store_true", help="compile every model for the exact input shape")
     parser.add_argument(
         "--int8_hints",
@@ -149,7 +152,8 @@ def main() -> int:
     print(f"{'shape':>9} {'batch':>5} {'variant':>22} {'seq/s':>8} {'vs best dense':>14}  precision")
     for shape in args.shapes:
         folder = shape if args.block == 1 else f"{shape}-block{args.block}"
-        root = build_exports(shape, args.workdir / folder, args.seq_len, args.block)
+        folder = f"{shape}-block{args.block_rows}x{args.block}" if args.block_rows > 1 else folder
+        root = build_exports(shape, args.workdir / folder, args.seq_len, args.block, args.block_rows)
         sparse_path = root / "int8" / SPARSE_ONNX
         if not sparse_path.is_file():
             proto = onnx.load(str(root / "int8" / "model.onnx"))

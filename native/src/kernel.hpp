@@ -69,6 +69,10 @@ struct Kernel {
                           int32_t zero_point, uint8_t* x4, int64_t t_begin, int64_t t_end);
     // nullptr where the path computes from pofa_weights directly.
     std::unique_ptr<PreparedWeights> (*prepare)(const pofa_weights& w);
+    // Where the threads may split the tokens instead of the output rows: the byte offset in the layout of token
+    // t (a multiple of kMaxTile), so that compute() can run on a token range as on a layer of its own; -1 where
+    // the form wants the rows split (AMX's expanded form: each thread would otherwise expand every weight tile).
+    int64_t (*token_block_offset)(const PreparedWeights* form, int64_t t, int32_t cols);
     // Output rows [rb_begin * kRowBlock, rb_end * kRowBlock) for every token; `prepared` is prepare(w)'s result.
     void (*compute)(const pofa_weights& w, const PreparedWeights* prepared, const Activations& a, const Output& o,
                     int64_t rb_begin, int64_t rb_end);
@@ -89,6 +93,7 @@ bool valid_weights(const pofa_weights& w);
 
 // Portable pieces the ISA kernels share: the K-group activation layout (the form is not looked at).
 size_t group_layout_bytes(const PreparedWeights* form, int64_t tokens, int32_t cols);
+int64_t group_layout_offset(const PreparedWeights* form, int64_t t, int32_t cols);
 void pack_u8_portable(const PreparedWeights* form, const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4);
 void quantize_pack_portable(const PreparedWeights* form, const float* x, int64_t tokens, int32_t cols, float scale,
                             int32_t zero_point, uint8_t* x4, int64_t t_begin, int64_t t_end);

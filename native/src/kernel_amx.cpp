@@ -374,6 +374,10 @@ size_t activation_bytes(const PreparedWeights* form, int64_t tokens, int32_t col
     return static_cast<size_t>(padded_tokens(tokens)) * static_cast<size_t>(row_stride(cols));
 }
 
+int64_t token_block_offset(const PreparedWeights* form, int64_t t, int32_t cols) {
+    return gathered(form) ? group_layout_offset(form, t, cols) : -1;
+}
+
 void pack_u8(const PreparedWeights* form, const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4) {
     if (gathered(form)) {
         pack_u8_portable(form, x, tokens, cols, x4);
@@ -410,7 +414,7 @@ void quantize_pack(const PreparedWeights* form, const float* x, int64_t tokens, 
 }  // namespace
 
 const Kernel& kernel_amx() {
-    static const Kernel k{activation_bytes, pack_u8, quantize_pack, prepare, compute};
+    static const Kernel k{activation_bytes, pack_u8, quantize_pack, prepare, token_block_offset, compute};
     return k;
 }
 

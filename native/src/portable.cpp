@@ -18,6 +18,10 @@ size_t group_layout_bytes(const PreparedWeights* /*form*/, int64_t tokens, int32
     return packed_bytes(tokens, cols);
 }
 
+int64_t group_layout_offset(const PreparedWeights* /*form*/, int64_t t, int32_t cols) {
+    return t * col_groups(cols) * 4;  // token blocks are contiguous, [groups][width][4] each
+}
+
 void pack_u8_portable(const PreparedWeights* /*form*/, const uint8_t* x, int64_t tokens, int32_t cols,
                       uint8_t* x4) {
     const int64_t padded = padded_tokens(tokens);
@@ -95,7 +99,8 @@ void compute_scalar(const pofa_weights& w, const PreparedWeights* /*unused: K-gr
 }  // namespace
 
 const Kernel& kernel_scalar() {
-    static const Kernel k{group_layout_bytes, pack_u8_portable, quantize_pack_portable, nullptr, compute_scalar};
+    static const Kernel k{group_layout_bytes, pack_u8_portable, quantize_pack_portable, nullptr,
+                          group_layout_offset, compute_scalar};
     return k;
 }
 

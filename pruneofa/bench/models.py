@@ -38,15 +38,20 @@ def classifier(model_dir: str | None, config: Any | None, task_name: str, seed: 
 
 
 def sparse_int8(
-    model: nn.Module, sparsity: float, calibration: list[dict[str, torch.Tensor]], block: int = 1
+    model: nn.Module,
+    sparsity: float,
+    calibration: list[dict[str, torch.Tensor]],
+    block: int = 1,
+    block_rows: int = 1,
 ) -> nn.Module:
-    """A pruned copy (encoder + pooler, magnitude, per layer, in groups of `block` inputs) with int8 QAT Linears
+    """A pruned copy (encoder + pooler, magnitude, per layer, in blocks of `block_rows` outputs x `block` inputs)
+    with int8 QAT Linears
     whose observers saw `calibration` (train-mode forwards, no weight update)."""
     from pruneofa.compress.quantization import QuantConfig, prepare_qat_
     from pruneofa.compress.sparsity import magnitude_prune_, prunable_weight_names
 
     student = copy.deepcopy(model)
-    magnitude_prune_(student, sparsity, prunable_weight_names(student), block)
+    magnitude_prune_(student, sparsity, prunable_weight_names(student), block, block_rows)
     prepare_qat_(student, QuantConfig())
     student.train()  # observers update in train mode; no optimizer, so the weights stay as pruned
     with torch.no_grad():
