@@ -77,7 +77,7 @@ def sparsify(
         opt(
             "--allocation",
             help="task with --pruner taylor: layer (every layer at --sparsity) or global (one ranking over all "
-            "layers sets each layer's share; --sparsity overall, each layer keeps >= 2%%).",
+            "layers sets each layer's share; --sparsity overall, each layer keeps >= 2%).",
         ),
     ] = "layer",
     temperature: Annotated[float, opt("--temperature", help="task: distillation temperature T (KL x T^2).")] = 2.0,
@@ -90,7 +90,7 @@ def sparsify(
             "--block",
             help="Prune N consecutive input features of a row together (magnitude or taylor; not obs): "
             "1 = unstructured; 4 fills the sparse int8 kernel's 4-wide groups (about 3x fewer VNNI instructions "
-            "at 90%%) at some accuracy cost.",
+            "at 90%) at some accuracy cost.",
         ),
     ] = 1,
     block_rows: Annotated[
