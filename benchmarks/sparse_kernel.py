@@ -6,8 +6,9 @@ unstructured-sparse int8 layer with per-channel weight scales and a u8 per-tenso
                onnxruntime (it fuses to an int8 matmul);
 - `ov-int8`:   the same QDQ ONNX compiled by OpenVINO (f32 hint; its FullyConnected runs int8 brgemm);
 - `ov-sparse-<path>`: the same layer as pruneofa's `SparseInt8Linear` op inside OpenVINO, for each kernel path
-               this CPU runs ($PRUNEOFA_SPARSE_ISA switched between rounds); the amx path in both its weight
-               forms (`-expanded`: bitmask tiles, `-gathered`: non-empty 16x4 blocks; $PRUNEOFA_AMX_FORM).
+               this CPU runs ($PRUNEOFA_SPARSE_ISA switched between rounds); the AVX-512 paths in both their
+               weight forms (`-rows`: each row its own groups (amx: bitmask tiles), `-blocks`: each 16-output
+               block's groups (amx: gathered tiles); $PRUNEOFA_SPARSE_FORM).
 Every variant is timed in every round (order rotated); the median per call is reported with ratios to the best
 dense int8 engine of the same layer, measured in the same run. CPU flags go with the result.
 
@@ -30,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-AMX_FORMS = ("expanded", "gathered")
-AMX_FORM_ENV = "PRUNEOFA_AMX_FORM"
+FORMS = ("rows", "blocks")
+FORM_ENV = "PRUNEOFA_SPARSE_FORM"
 SHAPES = ("768x768", "3072x768", "768x3072", "384x384", "1536x384", "384x1536")
 
 
@@ -131,17 +132,17 @@ def runners(spec: dict[str, Any], threads: int, folder: Path) -> dict[str, Any]:
         "ov-int8": (None, lambda x: ov_int8.infer({"x": x})),
     }
     for isa in native.supported_isas():
-        if isa != "amx":
+        if isa not in ("avx512_vnni", "amx"):
             out[f"ov-sparse-{isa}"] = (isa, lambda x: ov_sparse.infer({"x": x}))
             continue
-        # Both forms of the amx path: the op builds its form on the first call, as $PRUNEOFA_AMX_FORM says.
-        for form in AMX_FORMS:
+        # Both weight forms: the op builds a path's form on its first call, as $PRUNEOFA_SPARSE_FORM says.
+        for form in FORMS:
             request = core.compile_model(core.read_model(str(sparse)), "CPU", config).create_infer_request()
-            os.environ[native.ISA_ENV], os.environ[AMX_FORM_ENV] = isa, form
+            os.environ[native.ISA_ENV], os.environ[FORM_ENV] = isa, form
             request.infer({"x": np.zeros((1, spec["w"].shape[1]), np.float32)})
-            out[f"ov-sparse-amx-{form}"] = (isa, lambda x, r=request: r.infer({"x": x}))
+            out[f"ov-sparse-{isa}-{form}"] = (isa, lambda x, r=request: r.infer({"x": x}))
         os.environ.pop(native.ISA_ENV)
-        os.environ.pop(AMX_FORM_ENV)
+        os.environ.pop(FORM_ENV)
     return out
 
 

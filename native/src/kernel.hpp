@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "pruneofa_sparse.h"
 
@@ -82,6 +83,16 @@ const Kernel& kernel_scalar();
 const Kernel& kernel_avx2();
 const Kernel& kernel_avx512_vnni();
 const Kernel& kernel_amx();
+
+// Block-sparse weights (sparsify --block_rows 16 --block 4): the 16 rows of an output block share few non-empty
+// groups, and the AVX-512 paths then keep a "blocks" form (per output block: its groups, 16 rows' weights each)
+// instead of each row's own groups. Each output block's non-empty groups (the union over its rows), ascending:
+std::vector<std::vector<uint16_t>> block_groups(const pofa_weights& w);
+// Whether the blocks form pays: the blocks keep at most kBlockFormMaxFill of all (block, group) slots, counting
+// each block's groups rounded up to `granule` (AMX multiplies 16 at a time). $PRUNEOFA_SPARSE_FORM=rows|blocks
+// forces the answer (tests, benchmarks).
+constexpr double kBlockFormMaxFill = 0.5;
+bool blocks_form_pays(const std::vector<std::vector<uint16_t>>& found, int32_t groups, int granule);
 
 // The kernel of a path, or nullptr if unknown/unsupported; POFA_ISA_AUTO resolves through pofa_isa_selected().
 const Kernel* kernel_for(int isa);

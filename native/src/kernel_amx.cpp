@@ -16,14 +16,13 @@
 // activations of those groups are gathered per output block into a B panel ([group][tokens][4], the K-group
 // layout's rows copied, unsigned), multiplied by tdpbsud; the 16 x 16 C tiles (outputs x tokens) are transposed
 // into the output by the AVX-512 epilogue. Work and weight bytes scale with the non-empty blocks. prepare()
-// picks the form by how many groups the output blocks keep ($PRUNEOFA_AMX_FORM=expanded|gathered forces one,
-// for tests and benchmarks).
+// picks the form by how many groups the output blocks keep (blocks_form_pays; $PRUNEOFA_SPARSE_FORM=rows|blocks
+// forces the expanded or the gathered form, for tests and benchmarks).
 //
 // Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vbmi2 -mamx-tile -mamx-int8; called only when the CPU
 // reports them and Linux granted this process the tile data state (dispatch.cpp).
 #include <immintrin.h>
 
-#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -47,9 +46,6 @@ int64_t row_stride(int32_t cols) { return static_cast<int64_t>(k_blocks(cols)) *
 // clobber): order them against plain loads and stores explicitly.
 inline void memory_barrier() { asm volatile("" ::: "memory"); }
 
-// The gathered form pays when the output blocks keep at most this share of their groups (measured: see NOTES.md).
-constexpr double kGatheredMaxFill = 0.5;
-
 struct AmxWeights : PreparedWeights {
     int32_t kblocks = 0;
     int32_t nblocks = 0;
@@ -64,31 +60,6 @@ struct AmxWeights : PreparedWeights {
     std::vector<int8_t> a_tiles;       // per block, per 16 of its groups: [16 outputs][16 groups][4] s8, 1 KB
     int32_t max_groups = 0;            // the most groups one block keeps (sizes the B panel)
 };
-
-// Each output block's non-empty groups (the union over its 16 rows), ascending.
-std::vector<std::vector<uint16_t>> block_groups(const pofa_weights& w, int32_t nblocks) {
-    std::vector<std::vector<uint16_t>> found(static_cast<size_t>(nblocks));
-    std::vector<char> seen(static_cast<size_t>(col_groups(w.cols)));
-    for (int32_t nb = 0; nb < nblocks; ++nb) {
-        std::fill(seen.begin(), seen.end(), 0);
-        for (int32_t row = nb * kTileN; row < std::min(w.rows, (nb + 1) * kTileN); ++row) {
-            for (int32_t j = w.row_ptr[row]; j < w.row_ptr[row + 1]; ++j) seen[w.groups[j]] = 1;
-        }
-        for (size_t g = 0; g < seen.size(); ++g) {
-            if (seen[g]) found[static_cast<size_t>(nb)].push_back(static_cast<uint16_t>(g));
-        }
-    }
-    return found;
-}
-
-bool use_gathered(const std::vector<std::vector<uint16_t>>& found, int32_t groups) {
-    const char* forced = std::getenv("PRUNEOFA_AMX_FORM");
-    if (forced != nullptr && std::strcmp(forced, "gathered") == 0) return true;
-    if (forced != nullptr && std::strcmp(forced, "expanded") == 0) return false;
-    size_t kept = 0;
-    for (const auto& g : found) kept += (g.size() + 15) / 16 * 16;
-    return static_cast<double>(kept) <= kGatheredMaxFill * static_cast<double>(found.size()) * groups;
-}
 
 void prepare_gathered(const pofa_weights& w, std::vector<std::vector<uint16_t>> found, AmxWeights& p) {
     p.gathered = true;
@@ -122,8 +93,8 @@ std::unique_ptr<PreparedWeights> prepare(const pofa_weights& w) {
     auto p = std::make_unique<AmxWeights>();
     p->kblocks = k_blocks(w.cols);
     p->nblocks = (w.rows + kTileN - 1) / kTileN;
-    auto found = block_groups(w, p->nblocks);
-    if (use_gathered(found, col_groups(w.cols))) {
+    auto found = block_groups(w);
+    if (blocks_form_pays(found, col_groups(w.cols), 16)) {
         prepare_gathered(w, std::move(found), *p);
         return p;
     }

@@ -2,10 +2,17 @@
 // the group's 4 int8 weights (broadcast) by the 4 u8 activations of 16 tokens and adds them into 16 int32 sums,
 // exactly (no saturation). A row keeps 2R independent accumulators (R = 16-token vectors, two groups in flight)
 // so the loop is bound by loads and multiply-adds, not by the instruction's latency.
+//
+// Blocks form (block-sparse weights, see kernel.hpp): lanes are the 16 outputs of a block. For each group the
+// block keeps, one 64-byte load holds its 16 rows' 4 weights, and per token one vpdpbusd multiplies it by that
+// token's 4 activations (broadcast): one load per multiply-add instead of two (the rows form loads the
+// activations and broadcasts a weight for each), and the sums come out as the output's own rows, so the
+// epilogue stores 16 outputs of a token at once instead of transposing.
 // Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vnni; called only when the CPU reports them.
 #include <immintrin.h>
 
 #include <cstring>
+#include <vector>
 
 #include "kernel.hpp"
 #include "gelu_avx512.hpp"
@@ -71,7 +78,86 @@ void token_block(const pofa_weights& w, const Activations& a, const Output& o, i
     }
 }
 
-void compute(const pofa_weights& w, const PreparedWeights* /*unused: K-group form*/, const Activations& a, const Output& o, int64_t rb_begin, int64_t rb_end) {
+struct BlockWeights : PreparedWeights {
+    std::vector<int32_t> start;    // [row blocks + 1] into groups / values
+    std::vector<uint16_t> groups;  // each block's non-empty groups, ascending
+    std::vector<int32_t> values;   // per kept group, 16 ints: its 4 weights in each of the block's 16 rows (0: none)
+};
+
+std::unique_ptr<PreparedWeights> prepare(const pofa_weights& w) {
+    auto found = block_groups(w);
+    if (!blocks_form_pays(found, col_groups(w.cols), 1)) return nullptr;  // the rows form: pofa_weights as they are
+    auto p = std::make_unique<BlockWeights>();
+    p->start.push_back(0);
+    for (const auto& g : found) {
+        p->groups.insert(p->groups.end(), g.begin(), g.end());
+        p->start.push_back(static_cast<int32_t>(p->groups.size()));
+    }
+    p->values.assign(p->groups.size() * kRowBlock, 0);
+    std::vector<int32_t> slot(static_cast<size_t>(col_groups(w.cols)));
+    for (size_t nb = 0; nb < found.size(); ++nb) {
+        const int32_t first = p->start[nb];
+        for (int32_t i = first; i < p->start[nb + 1]; ++i) slot[p->groups[static_cast<size_t>(i)]] = i;
+        for (int r = 0; r < kRowBlock && static_cast<int32_t>(nb) * kRowBlock + r < w.rows; ++r) {
+            const int32_t row = static_cast<int32_t>(nb) * kRowBlock + r;
+            for (int32_t j = w.row_ptr[row]; j < w.row_ptr[row + 1]; ++j) {
+                p->values[static_cast<size_t>(slot[w.groups[j]]) * kRowBlock + static_cast<size_t>(r)] = w.values[j];
+            }
+        }
+    }
+    return p;
+}
+
+// 16 tokens (from `x`: each kept group's 16 tokens x 4 bytes, `row` bytes apart) x one block's 16 outputs.
+void block_tokens(const BlockWeights& p, int32_t first, int32_t end, const uint8_t* x, int64_t row, __m512i* acc) {
+    for (int t = 0; t < 16; ++t) acc[t] = _mm512_setzero_si512();
+    for (int32_t i = first; i < end; ++i) {
+        const __m512i weights = _mm512_loadu_si512(&p.values[static_cast<size_t>(i) * kRowBlock]);
+        const int32_t* xa = reinterpret_cast<const int32_t*>(x + static_cast<int64_t>(p.groups[static_cast<size_t>(i)]) * row);
+        for (int t = 0; t < 16; ++t) acc[t] = _mm512_dpbusd_epi32(acc[t], _mm512_set1_epi32(xa[t]), weights);
+    }
+}
+
+void compute_blocks(const pofa_weights& w, const BlockWeights& p, const Activations& a, const Output& o,
+                    int64_t rb_begin, int64_t rb_end) {
+    const int32_t groups = col_groups(w.cols);
+    __m512i acc[16];
+    for (int64_t t0 = 0; t0 < a.padded; t0 += kMaxTile) {
+        const int64_t width = block_width(a.padded, t0);
+        const uint8_t* base = a.x4 + t0 * groups * 4;
+        const int64_t ntok = std::min<int64_t>(width, a.tokens - t0);
+        for (int64_t nb = rb_begin; nb < rb_end; ++nb) {
+            const auto n0 = static_cast<int32_t>(nb * kRowBlock);
+            const int nrows = std::min(kRowBlock, w.rows - n0);
+            const __mmask16 mask = static_cast<__mmask16>((1u << nrows) - 1u);
+            const int32_t first = p.start[static_cast<size_t>(nb)], end = p.start[static_cast<size_t>(nb) + 1];
+            for (int64_t tc = 0; tc < ntok; tc += 16) {
+                block_tokens(p, first, end, base + tc * 4, width * 4, acc);
+                const int count = static_cast<int>(std::min<int64_t>(16, ntok - tc));
+                if (o.mult == nullptr) {
+                    for (int t = 0; t < count; ++t) {
+                        _mm512_mask_storeu_epi32(o.s32 + (t0 + tc + t) * w.rows + n0, mask, acc[t]);
+                    }
+                    continue;
+                }
+                const __m512 mult = _mm512_maskz_loadu_ps(mask, o.mult + n0);
+                const __m512 offset = _mm512_maskz_loadu_ps(mask, o.offset + n0);
+                for (int t = 0; t < count; ++t) {
+                    __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t]), mult, offset);
+                    if (o.activation == POFA_ACT_GELU) y = gelu16(y);
+                    _mm512_mask_storeu_ps(o.f32 + (t0 + tc + t) * w.rows + n0, mask, y);
+                }
+            }
+        }
+    }
+}
+
+void compute(const pofa_weights& w, const PreparedWeights* prepared, const Activations& a, const Output& o,
+             int64_t rb_begin, int64_t rb_end) {
+    if (prepared != nullptr) {
+        compute_blocks(w, static_cast<const BlockWeights&>(*prepared), a, o, rb_begin, rb_end);
+        return;
+    }
     // One token block's activations (64 x K bytes) stay in L1/L2 while every row of the range is swept.
     for (int64_t t0 = 0; t0 < a.padded; t0 += kMaxTile) {
         switch (block_width(a.padded, t0) / 16) {
@@ -118,7 +204,7 @@ void quantize_pack_groups_avx512(const PreparedWeights* /*form*/, const float* x
 }
 
 const Kernel& kernel_avx512_vnni() {
-    static const Kernel k{group_layout_bytes, pack_u8_portable, quantize_pack_groups_avx512, nullptr,
+    static const Kernel k{group_layout_bytes, pack_u8_portable, quantize_pack_groups_avx512, prepare,
                           group_layout_offset, compute};
     return k;
 }

@@ -7,7 +7,9 @@
 // Inputs: 0 x f32 [..., cols]; 1 packed weights u8 (row_ptr int32 [rows + 1] | values int32 [G] | groups uint16
 // [G], G = row_ptr[rows]); 2 mult f32 [rows]; 3 offset f32 [rows]. Attributes: rows, cols, x_scale,
 // x_zero_point, activation (optional: 0 none, 1 GELU, fused into the epilogue so the FFN's GELU is not a
-// separate pass over the f32 output, as OpenVINO fuses it into its own FullyConnected). Output: f32 [..., rows].
+// separate pass over the f32 output, as OpenVINO fuses it into its own FullyConnected), linears (optional, default
+// 1: how many of the model's Linears the op computes, e.g. 3 when attention's query, key and value, which read one
+// quantized input, are merged into one op; bookkeeping only). Output: f32 [..., rows].
 // See pruneofa_sparse.h for the arithmetic.
 #include <array>
 #include <cstring>
@@ -35,8 +37,14 @@ public:
 
     SparseInt8Linear() = default;
     SparseInt8Linear(const ov::OutputVector& args, int64_t rows, int64_t cols, float x_scale, int64_t x_zero_point,
-                     int64_t activation)
-        : Op(args), rows_(rows), cols_(cols), x_scale_(x_scale), x_zero_point_(x_zero_point), activation_(activation) {
+                     int64_t activation, int64_t linears)
+        : Op(args),
+          rows_(rows),
+          cols_(cols),
+          x_scale_(x_scale),
+          x_zero_point_(x_zero_point),
+          activation_(activation),
+          linears_(linears) {
         constructor_validate_and_infer_types();
     }
 
@@ -55,7 +63,7 @@ public:
     }
 
     std::shared_ptr<ov::Node> clone_with_new_inputs(const ov::OutputVector& args) const override {
-        return std::make_shared<SparseInt8Linear>(args, rows_, cols_, x_scale_, x_zero_point_, activation_);
+        return std::make_shared<SparseInt8Linear>(args, rows_, cols_, x_scale_, x_zero_point_, activation_, linears_);
     }
 
     bool visit_attributes(ov::AttributeVisitor& visitor) override {
@@ -64,6 +72,7 @@ public:
         visitor.on_attribute("x_scale", x_scale_);
         visitor.on_attribute("x_zero_point", x_zero_point_);
         visitor.on_attribute("activation", activation_);
+        visitor.on_attribute("linears", linears_);
         return true;
     }
 
@@ -196,6 +205,7 @@ private:
     float x_scale_ = 1.0f;
     int64_t x_zero_point_ = 0;
     int64_t activation_ = POFA_ACT_NONE;  // absent from files written before it existed: none
+    int64_t linears_ = 1;
     std::shared_ptr<Prepared> prepared_ = std::make_shared<Prepared>();
 };
 
@@ -206,14 +216,15 @@ extern "C" POFA_API const char* pofa_openvino_built_with(void) { return POFA_OPE
 namespace {
 
 // The ONNX node -> the op. A conversion function rather than an attribute-mapping OpExtension, because the
-// `activation` attribute is optional (files written before it existed have none) and a mapped attribute is not.
+// `activation` and `linears` attributes are optional (files written before them have none) and a mapped attribute
+// is not.
 ov::OutputVector from_onnx(const ov::frontend::NodeContext& node) {
     ov::OutputVector inputs;
     for (size_t i = 0; i < node.get_input_size(); ++i) inputs.push_back(node.get_input(static_cast<int>(i)));
     const auto op = std::make_shared<pofa::SparseInt8Linear>(
         inputs, node.get_attribute<int64_t>("rows"), node.get_attribute<int64_t>("cols"),
         node.get_attribute<float>("x_scale"), node.get_attribute<int64_t>("x_zero_point"),
-        node.get_attribute<int64_t>("activation", int64_t{POFA_ACT_NONE}));
+        node.get_attribute<int64_t>("activation", int64_t{POFA_ACT_NONE}), node.get_attribute<int64_t>("linears", 1));
     return op->outputs();
 }
 

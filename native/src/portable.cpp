@@ -1,6 +1,7 @@
 // The portable path (any x86-64 or other CPU) and the pieces every path shares: activation packing, quantizing
 // as ONNX QuantizeLinear does, and the scalar epilogue.
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "kernel.hpp"
@@ -48,6 +49,31 @@ void quantize_pack_portable(const PreparedWeights* /*form*/, const float* x, int
             for (int j = 0; j < 4 && 4 * g + j < cols; ++j) dst[j] = quantize_one(row[4 * g + j], scale, zero_point);
         }
     }
+}
+
+std::vector<std::vector<uint16_t>> block_groups(const pofa_weights& w) {
+    std::vector<std::vector<uint16_t>> found(static_cast<size_t>(row_blocks(w)));
+    std::vector<char> seen(static_cast<size_t>(col_groups(w.cols)));
+    for (size_t nb = 0; nb < found.size(); ++nb) {
+        std::fill(seen.begin(), seen.end(), 0);
+        const auto n0 = static_cast<int32_t>(nb) * kRowBlock;
+        for (int32_t row = n0; row < std::min(w.rows, n0 + kRowBlock); ++row) {
+            for (int32_t j = w.row_ptr[row]; j < w.row_ptr[row + 1]; ++j) seen[w.groups[j]] = 1;
+        }
+        for (size_t g = 0; g < seen.size(); ++g) {
+            if (seen[g]) found[nb].push_back(static_cast<uint16_t>(g));
+        }
+    }
+    return found;
+}
+
+bool blocks_form_pays(const std::vector<std::vector<uint16_t>>& found, int32_t groups, int granule) {
+    const char* forced = std::getenv("PRUNEOFA_SPARSE_FORM");
+    if (forced != nullptr && std::strcmp(forced, "blocks") == 0) return true;
+    if (forced != nullptr && std::strcmp(forced, "rows") == 0) return false;
+    size_t kept = 0;
+    for (const auto& g : found) kept += (g.size() + granule - 1) / granule * granule;
+    return static_cast<double>(kept) <= kBlockFormMaxFill * static_cast<double>(found.size()) * groups;
 }
 
 float gelu_scalar(float y) { return 0.5f * y * (1.0f + std::erf(y * 0.70710678118654752f)); }

@@ -48,6 +48,7 @@ def write(folder: Path, qdq_path: Path, quantized_linears: int) -> dict[str, Any
         "engine": OPENVINO_SPARSE,
         "op": f"{DOMAIN}.{OP_TYPE}",
         "layers_rewritten": facts.layers,
+        "ops": facts.ops,  # SparseInt8Linear nodes: query, key and value share one
         "quantized_linears": quantized_linears,
         "weight_bytes": facts.weight_bytes,  # K-group form: 4 int8 values + a uint16 group index per group
         "dense_int8_bytes": facts.dense_int8_bytes,

@@ -75,9 +75,11 @@ def node_and_initializers(
     mult: np.ndarray,
     offset: np.ndarray,
     activation: str = "none",
+    linears: int = 1,
 ) -> tuple[Any, list[Any]]:
     """The ONNX node `y = SparseInt8Linear(x)` and its three initializers (packed weights, mult, offset);
-    `activation` "gelu" fuses a following GELU (the attribute is written only then: older files have none)."""
+    `activation` "gelu" fuses a following GELU, `linears` > 1 says the op computes that many of the model's Linears
+    (merged along the output axis); both attributes are written only when set: older files have neither."""
     from onnx import helper, numpy_helper
 
     from pruneofa.kernels.native import ACTIVATIONS
@@ -101,4 +103,6 @@ def node_and_initializers(
     )
     if ACTIVATIONS[activation]:
         node.attribute.append(helper.make_attribute("activation", ACTIVATIONS[activation]))
+    if linears > 1:
+        node.attribute.append(helper.make_attribute("linears", linears))
     return node, inits

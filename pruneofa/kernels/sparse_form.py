@@ -2,7 +2,8 @@
 (QuantizeLinear -> DequantizeLinear -> MatMul <- DequantizeLinear(int8 W [K, N]) -> Add bias) becomes one
 `ai.pruneofa.SparseInt8Linear` node holding the weights in K-group form (pruneofa/kernels/group_weights.py), with
 the activation quantizer, weight scales and bias folded into its (mult, offset) epilogue, and a GELU that follows
-it (the FFN's first Linear) folded in too. Attention, LayerNorm and the rest of the graph are untouched, so
+it (the FFN's first Linear) folded in too; Linears that read the same quantized input (attention's query, key
+and value) share one node, whose output a Split hands back to each. Attention, LayerNorm and the rest of the graph are untouched, so
 OpenVINO keeps running them with its own kernels; the file loads in OpenVINO after
 `pruneofa.kernels.openvino_op.add_to(core)`.
 
@@ -28,6 +29,7 @@ class Rewritten:
     dense_int8_bytes: int  # the same layers' int8 weights as the QDQ file stores them
     group_fill: float  # non-empty groups / all groups, over all rewritten layers
     gelus_fused: int = 0  # FFN GELUs folded into their op's epilogue
+    ops: int = 0  # SparseInt8Linear nodes: Linears reading one quantized input share one (query, key, value)
 
 
 class _Graph:
@@ -136,41 +138,67 @@ def _match_linear(g: _Graph, matmul: Any) -> dict[str, Any] | None:
     }
 
 
+def _merged(members: list[dict[str, Any]]) -> dict[str, Any]:
+    """Linears that read one quantized input (attention's query, key and value) as one: weights stacked along
+    the outputs, so the op quantizes that input once and runs one parallel region instead of three."""
+    if len(members) == 1:
+        return members[0]
+    return {
+        **members[0],
+        "weight": np.concatenate([m["weight"] for m in members]),
+        "w_scale": np.concatenate([m["w_scale"] for m in members]),
+        "bias": np.concatenate([m["bias"] for m in members]),
+    }
+
+
 def rewrite(proto: Any) -> Rewritten:
     """Rewrite `proto` (a loaded QDQ ONNX model) in place; dead Q/DQ nodes and int8 initializers are dropped."""
-    from onnx import helper
+    from onnx import helper, numpy_helper
 
     g = _Graph(proto.graph)
-    layers = weight_bytes = dense_bytes = gelus = 0
+    matched = [p for p in (_match_linear(g, n) for n in proto.graph.node if n.op_type == "MatMul") if p is not None]
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    by_input: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for i, parts in enumerate(matched):
+        key = (g.resolve(parts["x"]), parts["x_scale"], parts["x_zero"], parts["activation"], parts["weight"].shape[1])
+        by_input.setdefault(key if opset >= 13 else (i,), []).append(parts)  # Split's sizes input: opset 13
+    ops = weight_bytes = dense_bytes = gelus = 0
     filled = total = 0
-    for matmul in [n for n in proto.graph.node if n.op_type == "MatMul"]:
-        parts = _match_linear(g, matmul)
-        if parts is None:
-            continue
+    for members in by_input.values():
+        parts = _merged(members)
         weights = pack_groups(parts["weight"])
         mult, offset = openvino_op.epilogue(
             parts["w_scale"], parts["bias"], parts["x_scale"], parts["x_zero"], parts["weight"]
         )
-        name = f"sparse_linear_{layers}"
+        name = f"sparse_linear_{ops}"
+        out = parts["out"] if len(members) == 1 else f"{name}.out"
         node, inits = openvino_op.node_and_initializers(
-            name, parts["x"], parts["out"], weights, parts["x_scale"], parts["x_zero"], mult, offset,
-            parts["activation"],
+            name, parts["x"], out, weights, parts["x_scale"], parts["x_zero"], mult, offset, parts["activation"],
+            len(members),
         )  # fmt: skip
-        gelus += parts["activation"] == "gelu"
-        index = list(proto.graph.node).index(parts["removed"][0])
-        for old in parts["removed"]:
+        nodes = [node]
+        if len(members) > 1:  # each Linear's own output back, as its readers expect it
+            sizes = np.asarray([m["weight"].shape[0] for m in members], np.int64)
+            inits.append(numpy_helper.from_array(sizes, f"{name}.sizes"))
+            outs = [m["out"] for m in members]
+            nodes.append(helper.make_node("Split", [out, f"{name}.sizes"], outs, name=f"{name}.split", axis=-1))
+        gelus += len(members) if parts["activation"] == "gelu" else 0
+        graph_nodes = list(proto.graph.node)
+        index = min(graph_nodes.index(m["removed"][0]) for m in members)
+        for old in (n for m in members for n in m["removed"]):
             proto.graph.node.remove(old)
-        proto.graph.node.insert(index, node)
+        for offset_in_graph, new in enumerate(nodes):
+            proto.graph.node.insert(index + offset_in_graph, new)
         proto.graph.initializer.extend(inits)
-        layers += 1
+        ops += 1
         weight_bytes += len(weights.to_bytes())
         dense_bytes += parts["weight"].size
         filled += weights.nonempty_groups
         total += weights.rows * ((weights.cols + 3) // 4)
     drop_dead(proto.graph)
-    if layers:
+    if ops:
         proto.opset_import.append(helper.make_opsetid(openvino_op.DOMAIN, 1))
-    return Rewritten(layers, weight_bytes, dense_bytes, filled / total if total else 0.0, gelus)
+    return Rewritten(len(matched), weight_bytes, dense_bytes, filled / total if total else 0.0, gelus, ops)
 
 
 def drop_dead(graph: Any) -> None:

@@ -259,12 +259,17 @@ def openvino_int8_matmuls(layers: list[dict[str, str]]) -> tuple[int, int]:
 
 
 def openvino_sparse_linears(model: Any, layers: list[dict[str, str]]) -> int:
-    """How many of `model`'s SparseInt8Linear ops are in the compiled runtime model `layers` (each runs the
-    extension's kernel: OpenVINO has no other implementation of the op)."""
+    """How many of `model`'s Linears run as SparseInt8Linear ops in the compiled runtime model `layers` (each op
+    runs the extension's kernel: OpenVINO has no other implementation of it; one op can compute several Linears
+    that read the same input, its `linears` attribute)."""
     from pruneofa.kernels.openvino_op import OP_TYPE
 
-    names = {op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == OP_TYPE}
-    return sum(row["name"] in names for row in layers)
+    carried = {
+        op.get_friendly_name(): int(op.get_attributes().get("linears", 1))
+        for op in model.get_ordered_ops()
+        if op.get_type_name() == OP_TYPE
+    }
+    return sum(carried.get(row["name"], 0) for row in layers)
 
 
 def sparse_kernel_isa() -> str:

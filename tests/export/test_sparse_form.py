@@ -36,7 +36,11 @@ def test_rewrite_matches_the_qdq_model(tiny_exports: Path, tmp_path: Path) -> No
     facts = rewrite(proto)
     matmuls = [n for n in proto.graph.node if n.op_type == "MatMul"]
     sparse_nodes = [n for n in proto.graph.node if n.op_type == openvino_op.OP_TYPE]
-    assert facts.layers == len(sparse_nodes) > 0 and 0.2 < facts.group_fill < 0.5
+    assert facts.ops == len(sparse_nodes) > 0 and 0.2 < facts.group_fill < 0.5
+    # query, key and value read one quantized input: one op for the three, a Split hands each its output
+    linears = {n.name: next((a.i for a in n.attribute if a.name == "linears"), 1) for n in sparse_nodes}
+    assert sum(linears.values()) == facts.layers > facts.ops and max(linears.values()) == 3
+    assert len([n for n in proto.graph.node if n.op_type == "Split"]) == sum(k > 1 for k in linears.values())
     # every FFN GELU (one per encoder layer) is computed in its Linear's epilogue; no Erf is left
     assert facts.gelus_fused == len([n for n in qdq.graph.node if n.op_type == "Erf"]) > 0
     assert not [n for n in proto.graph.node if n.op_type == "Erf"]
@@ -46,10 +50,11 @@ def test_rewrite_matches_the_qdq_model(tiny_exports: Path, tmp_path: Path) -> No
     assert len(matmuls) < len([n for n in qdq.graph.node if n.op_type == "MatMul"])  # attention matmuls stay
     # The packed weights are the QDQ file's int8 weights, exactly.
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
-    node = sparse_nodes[0]
-    attrs = {a.name: a.i for a in node.attribute if a.name in ("rows", "cols")}
-    unpacked = GroupWeights.from_bytes(inits[node.input[1]].tobytes(), attrs["rows"], attrs["cols"]).to_dense()
-    assert any(np.array_equal(unpacked, w.T) for w in int8_weights.values() if w.shape == unpacked.T.shape)
+    for node in sparse_nodes:  # a merged op holds its Linears' weights one after the other
+        attrs = {a.name: a.i for a in node.attribute if a.name in ("rows", "cols")}
+        unpacked = GroupWeights.from_bytes(inits[node.input[1]].tobytes(), attrs["rows"], attrs["cols"]).to_dense()
+        for part in np.split(unpacked, linears[node.name]):
+            assert any(np.array_equal(part, w.T) for w in int8_weights.values() if w.shape == part.T.shape)
     path = tmp_path / "model.sparse.onnx"
     onnx.save(proto, str(path))
 

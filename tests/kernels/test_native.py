@@ -38,7 +38,7 @@ def sparse_int8(rng: np.random.Generator, rows: int, cols: int, zeros: float = 0
 
 def block_sparse_int8(rng: np.random.Generator, rows: int, cols: int, zeros: float = 0.9) -> np.ndarray:
     """Zeros in whole blocks of 16 outputs x 4 inputs (sparsify --block_rows 16 --block 4), partial blocks at the
-    edges: what the amx path's gathered form is for."""
+    edges: what the AVX-512 paths' blocks form is for."""
     w = sparse_int8(rng, rows, cols, zeros=0.0)
     dropped = rng.random((-(-rows // 16), -(-cols // 4))) < zeros
     w[np.repeat(np.repeat(dropped, 16, axis=0), 4, axis=1)[:rows, :cols]] = 0
@@ -68,15 +68,17 @@ def test_gemm_is_exact_on_every_path(isa: str, shape: tuple[int, int, int]) -> N
 
 
 @needs_kernel
-@pytest.mark.parametrize("form", ["expanded", "gathered"])
+@pytest.mark.parametrize("isa", ["avx512_vnni", "amx"])
+@pytest.mark.parametrize("form", ["rows", "blocks"])
 @pytest.mark.parametrize("pattern", ["unstructured", "blocks"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_both_amx_forms_are_exact(form: str, pattern: str, shape: tuple[int, int, int], monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """The amx path's two weight forms ($PRUNEOFA_AMX_FORM forces one; by default block-sparse weights take the
-    gathered one), on unstructured and 16x4-block zeros, with all-zero output blocks and partial blocks."""
-    if "amx" not in paths():
-        pytest.skip("this CPU cannot run amx")
-    monkeypatch.setenv("PRUNEOFA_AMX_FORM", form)
+def test_both_weight_forms_are_exact(isa: str, form: str, pattern: str, shape: tuple[int, int, int], monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The AVX-512 paths' two weight forms ($PRUNEOFA_SPARSE_FORM forces one; by default block-sparse weights
+    take the blocks form: amx's gathered tiles, avx512_vnni's output lanes), on unstructured and 16x4-block
+    zeros, with all-zero output blocks and partial blocks."""
+    if isa not in paths():
+        pytest.skip(f"this CPU cannot run {isa}")
+    monkeypatch.setenv("PRUNEOFA_SPARSE_FORM", form)
     rows, cols, tokens = shape
     rng = np.random.default_rng(rows * 7 + cols)
     w = sparse_int8(rng, rows, cols) if pattern == "unstructured" else block_sparse_int8(rng, rows, cols)
@@ -84,7 +86,7 @@ def test_both_amx_forms_are_exact(form: str, pattern: str, shape: tuple[int, int
     x = rng.integers(0, 256, (tokens, cols)).astype(np.uint8)
     x[-1] = 255
     expected = x.astype(np.int64) @ w.T.astype(np.int64)
-    np.testing.assert_array_equal(native.gemm_s32(pack_groups(w), x, "amx", threads=2), expected)
+    np.testing.assert_array_equal(native.gemm_s32(pack_groups(w), x, isa, threads=2), expected)
 
 
 @needs_kernel
@@ -239,9 +241,9 @@ def test_env_override_forces_a_path() -> None:
 def test_openvino_op_matches_the_reference(isa: str, pattern: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     if isa not in paths():
         pytest.skip(f"this CPU cannot run {isa}")
-    form = "gathered" if pattern == "block_sparse_int8" else "expanded"  # the amx path's form (others ignore it)
+    form = "blocks" if pattern == "block_sparse_int8" else "rows"  # the AVX-512 paths' form (others ignore it)
     code = f"""
-import os; os.environ["PRUNEOFA_AMX_FORM"] = {form!r}
+import os; os.environ["PRUNEOFA_SPARSE_FORM"] = {form!r}
 import numpy as np, onnx, openvino as ov
 from onnx import helper, TensorProto
 from pruneofa.kernels import openvino_op
