@@ -3,8 +3,8 @@
 `ai.pruneofa.SparseInt8Linear` node holding the weights in K-group form (pruneofa/kernels/group_weights.py), with
 the activation quantizer, weight scales and bias folded into its (mult, offset) epilogue, and a GELU that follows
 it (the FFN's first Linear) folded in too; Linears that read the same quantized input (attention's query, key
-and value) share one node, whose output a Split hands back to each. Attention, LayerNorm and the rest of the graph are untouched, so
-OpenVINO keeps running them with its own kernels; the file loads in OpenVINO after
+and value) share one node, whose output a Split hands back to each. Attention, LayerNorm and the rest of the graph
+are untouched, so OpenVINO keeps running them with its own kernels; the file loads in OpenVINO after
 `pruneofa.kernels.openvino_op.add_to(core)`.
 
 The arithmetic is the QDQ graph's (same rounding, same int8 values, exact int32 sums); only the float epilogue

@@ -72,7 +72,9 @@ def test_gemm_is_exact_on_every_path(isa: str, shape: tuple[int, int, int]) -> N
 @pytest.mark.parametrize("form", ["rows", "blocks"])
 @pytest.mark.parametrize("pattern", ["unstructured", "blocks"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_both_weight_forms_are_exact(isa: str, form: str, pattern: str, shape: tuple[int, int, int], monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_both_weight_forms_are_exact(  # type: ignore[no-untyped-def]
+    isa: str, form: str, pattern: str, shape: tuple[int, int, int], monkeypatch
+) -> None:
     """The AVX-512 paths' two weight forms ($PRUNEOFA_SPARSE_FORM forces one; by default block-sparse weights
     take the blocks form: amx's gathered tiles, avx512_vnni's output lanes), on unstructured and 16x4-block
     zeros, with all-zero output blocks and partial blocks."""
