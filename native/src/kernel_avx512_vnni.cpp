@@ -109,19 +109,28 @@ std::unique_ptr<PreparedWeights> prepare(const pofa_weights& w) {
 }
 
 // 16 tokens (from `x`: each kept group's 16 tokens x 4 bytes, `row` bytes apart) x one block's 16 outputs.
-void block_tokens(const BlockWeights& p, int32_t first, int32_t end, const uint8_t* x, int64_t row, __m512i* acc) {
+// The sums stay in 16 registers for the whole loop (a local array, fully unrolled: passed in by pointer, the
+// compiler kept spilling them), then go to `out` [token][output] for the epilogue.
+void block_tokens(const BlockWeights& p, int32_t first, int32_t end, const uint8_t* x, int64_t row, int32_t* out) {
+    __m512i acc[16];
+#pragma GCC unroll 16
     for (int t = 0; t < 16; ++t) acc[t] = _mm512_setzero_si512();
+    const int32_t* values = p.values.data();
+    const uint16_t* kept = p.groups.data();
     for (int32_t i = first; i < end; ++i) {
-        const __m512i weights = _mm512_loadu_si512(&p.values[static_cast<size_t>(i) * kRowBlock]);
-        const int32_t* xa = reinterpret_cast<const int32_t*>(x + static_cast<int64_t>(p.groups[static_cast<size_t>(i)]) * row);
+        const __m512i weights = _mm512_loadu_si512(values + static_cast<int64_t>(i) * kRowBlock);
+        const auto* xa = reinterpret_cast<const int32_t*>(x + static_cast<int64_t>(kept[i]) * row);
+#pragma GCC unroll 16
         for (int t = 0; t < 16; ++t) acc[t] = _mm512_dpbusd_epi32(acc[t], _mm512_set1_epi32(xa[t]), weights);
     }
+#pragma GCC unroll 16
+    for (int t = 0; t < 16; ++t) _mm512_store_si512(out + 16 * t, acc[t]);
 }
 
 void compute_blocks(const pofa_weights& w, const BlockWeights& p, const Activations& a, const Output& o,
                     int64_t rb_begin, int64_t rb_end) {
     const int32_t groups = col_groups(w.cols);
-    __m512i acc[16];
+    alignas(64) int32_t sums[16 * 16];
     for (int64_t t0 = 0; t0 < a.padded; t0 += kMaxTile) {
         const int64_t width = block_width(a.padded, t0);
         const uint8_t* base = a.x4 + t0 * groups * 4;
@@ -132,18 +141,19 @@ void compute_blocks(const pofa_weights& w, const BlockWeights& p, const Activati
             const __mmask16 mask = static_cast<__mmask16>((1u << nrows) - 1u);
             const int32_t first = p.start[static_cast<size_t>(nb)], end = p.start[static_cast<size_t>(nb) + 1];
             for (int64_t tc = 0; tc < ntok; tc += 16) {
-                block_tokens(p, first, end, base + tc * 4, width * 4, acc);
+                block_tokens(p, first, end, base + tc * 4, width * 4, sums);
                 const int count = static_cast<int>(std::min<int64_t>(16, ntok - tc));
                 if (o.mult == nullptr) {
                     for (int t = 0; t < count; ++t) {
-                        _mm512_mask_storeu_epi32(o.s32 + (t0 + tc + t) * w.rows + n0, mask, acc[t]);
+                        _mm512_mask_storeu_epi32(o.s32 + (t0 + tc + t) * w.rows + n0, mask,
+                                                 _mm512_load_si512(sums + 16 * t));
                     }
                     continue;
                 }
                 const __m512 mult = _mm512_maskz_loadu_ps(mask, o.mult + n0);
                 const __m512 offset = _mm512_maskz_loadu_ps(mask, o.offset + n0);
                 for (int t = 0; t < count; ++t) {
-                    __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t]), mult, offset);
+                    __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(sums + 16 * t)), mult, offset);
                     if (o.activation == POFA_ACT_GELU) y = gelu16(y);
                     _mm512_mask_storeu_ps(o.f32 + (t0 + tc + t) * w.rows + n0, mask, y);
                 }
