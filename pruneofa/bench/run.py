@@ -267,8 +267,11 @@ def load_runners(
                 if problem:
                     skipped[key] = f"unavailable: {problem}"
                 else:
+                    hint = verified_precision(folder, OPENVINO_SPARSE)  # as for the int8 IR, by its own check
                     sparse_form = bench_runners.load_openvino
-                    loaded[key] = sparse_form(folder, threads, cfg.streams, None, cpu, engine=OPENVINO_SPARSE)
+                    loaded[key] = sparse_form(
+                        folder, threads, cfg.streams, None, cpu, precision_hint=hint, engine=OPENVINO_SPARSE
+                    )
             elif engine == "onnxruntime":
                 loaded[key] = bench_runners.load_onnxruntime(folder, threads)
             elif key == bench_runners.OPENVINO_DEFAULT:

@@ -115,20 +115,21 @@ def export(
 
 
 def _echo_default_precision(verification: dict[str, Any], split: str, metric: str) -> None:
-    from pruneofa.runtime.engines import DEFAULT_PRECISION_CHECK
+    from pruneofa.runtime.engines import DEFAULT_PRECISION_CHECK, OPENVINO_SPARSE, SPARSE_DEFAULT_PRECISION_CHECK
 
-    check = verification.get(DEFAULT_PRECISION_CHECK)
-    if not check:
-        return
-    used = check["precision_used"]
-    if check["held"]:
-        score, agree = check["metrics"][split][metric], check["label_agreement_with_f32"]
-        typer.echo(
-            f"openvino at its default precision ({used}): {metric} {score:.4f}, {agree:.2%} of labels as with f32: "
-            f"held, so predict, eval and bench run OpenVINO at {used} here"
-        )
-    else:
-        typer.echo(f"openvino at its default precision ({used}): not taken ({check['reason']})")
+    for key, engine in ((DEFAULT_PRECISION_CHECK, "openvino"), (SPARSE_DEFAULT_PRECISION_CHECK, OPENVINO_SPARSE)):
+        check = verification.get(key)
+        if not check:
+            continue
+        used = check["precision_used"]
+        if check["held"]:
+            score, agree = check["metrics"][split][metric], check["label_agreement_with_f32"]
+            typer.echo(
+                f"{engine} at its default precision ({used}): {metric} {score:.4f}, {agree:.2%} of labels as with "
+                f"f32: held, so predict, eval and bench run it at {used} here"
+            )
+        else:
+            typer.echo(f"{engine} at its default precision ({used}): not taken ({check['reason']})")
 
 
 def _echo_sparse_form(sparse: dict[str, Any]) -> None:

@@ -10,7 +10,8 @@ with the f32-hint run is recorded beside it, not required: bf16 LayerNorm and so
 kernels do, and the score is what the user's tolerance is about. The verdict goes into the
 manifest (verification.openvino_default_precision); `engines.open_engine` reads it: OpenVINO runs the export at
 its default precision only where the check held, else with the f32 hint. Where OpenVINO's default is f32 here,
-there is nothing to check and nothing changes.
+there is nothing to check and nothing changes. The sparse form gets the same check of its own
+(verification.openvino_sparse_default_precision): its float ops are OpenVINO's too.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 
 from pruneofa.data.tasks import TaskSpec
 from pruneofa.export.sparse_export import Score
-from pruneofa.runtime.engines import open_engine
+from pruneofa.runtime.engines import EngineName, open_engine
 
 
 def check_on_dev(
@@ -33,20 +34,22 @@ def check_on_dev(
     split: str,
     reference: float,
     tolerance: float,
+    engine_name: EngineName = "openvino",
 ) -> dict[str, Any]:
-    """The verification entry: OpenVINO at its default precision scored on `split`; `logits` holds the dev logits
-    of the engines that ran (the f32-hint "openvino" among them); `reference` is torch's main metric."""
+    """The verification entry: `engine_name` (the IR, or the sparse form on openvino-sparse) at OpenVINO's default
+    precision scored on `split`; `logits` holds the dev logits of the engines that ran (the f32-hint run of
+    `engine_name` among them); `reference` is torch's main metric."""
     from pruneofa.data.metrics import main_metric_value
     from pruneofa.scoring import logit_agreement
 
-    engine = open_engine(folder, "openvino", precision=None)  # None: OpenVINO's own default
+    engine = open_engine(folder, engine_name, precision=None)  # None: OpenVINO's own default
     used = engine.describe()["inference_precision"]
     if used == "f32":
         reason = "OpenVINO's default is f32 on this CPU (no AVX512-BF16 / AMX-BF16): nothing to check"
         return {"held": False, "checked": False, "precision_used": used, "reason": reason}
     metrics, got = score(engine)
     value = main_metric_value(task, metrics[split])
-    agreement = logit_agreement(logits["openvino"], got)["argmax_agreement"]
+    agreement = logit_agreement(logits[engine_name], got)["argmax_agreement"]
     held = value >= reference - tolerance
     facts: dict[str, Any] = {
         "held": held,

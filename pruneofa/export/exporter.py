@@ -36,6 +36,7 @@ from pruneofa.runtime.engines import (
     IR_XML,
     ONNX_FILE,
     OPENVINO_SPARSE,
+    SPARSE_DEFAULT_PRECISION_CHECK,
     Engine,
     EngineName,
     open_engine,
@@ -290,6 +291,10 @@ def _verify(
     if precision == "int8" and "openvino" in engines:
         result[DEFAULT_PRECISION_CHECK] = default_precision.check_on_dev(
             folder, source.task, score, dev_logits, dev, ref_value, cfg.tolerance
+        )
+    if precision == "int8" and OPENVINO_SPARSE in dev_logits:  # the sparse form ran (and passed) above
+        result[SPARSE_DEFAULT_PRECISION_CHECK] = default_precision.check_on_dev(
+            folder, source.task, score, dev_logits, dev, ref_value, cfg.tolerance, OPENVINO_SPARSE
         )
     return result
 

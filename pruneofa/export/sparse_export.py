@@ -138,4 +138,5 @@ def check_on_dev(
         f"{n} {split} examples (needed {needed:.2%})",
     }
     facts["verification"] = check
+    logits[OPENVINO_SPARSE] = got  # for the default-precision check that follows
     return {"metrics": metrics, **logit_agreement(logits["torch"], got), "vs_qdq": {**same, "engine": reference}}

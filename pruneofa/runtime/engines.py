@@ -93,6 +93,7 @@ def default_engine(folder: Path) -> EngineName:
 # The manifest's verification entry saying whether the int8 export held its dev score at OpenVINO's default
 # precision (export/default_precision.py).
 DEFAULT_PRECISION_CHECK = "openvino_default_precision"
+SPARSE_DEFAULT_PRECISION_CHECK = "openvino_sparse_default_precision"  # the same check of the sparse form
 VERIFIED = "verified"  # open_engine's default precision: what export checked on the dev set
 
 
@@ -104,8 +105,8 @@ def open_engine(
     threads: intra-op threads (None: the engine's default). precision: OpenVINO's INFERENCE_PRECISION_HINT.
     By default ("verified") the precision export checked: OpenVINO's own default (bf16 on CPUs that have it) where
     the manifest says the int8 export held its dev score there, else "f32", because OpenVINO otherwise runs float
-    layers in bf16, which is not the model that was verified. None keeps the device default. onnxruntime always
-    computes float layers in fp32; the sparse form runs with the f32 hint unless told otherwise.
+    layers in bf16, which is not the model that was verified; the sparse form likewise, by its own check. None
+    keeps the device default. onnxruntime always computes float layers in fp32.
     """
     if threads is not None and threads < 1:
         raise ModelError(f"threads {threads}: must be at least 1 (or left out for the engine default)")
@@ -118,17 +119,20 @@ def open_engine(
         problem = sparse_unavailable()
         if problem:
             raise ModelError(f"engine {OPENVINO_SPARSE}: {problem}")
-        return OpenVinoEngine(path, threads, "f32" if precision == VERIFIED else precision, sparse=True)
+        hint = verified_precision(folder, OPENVINO_SPARSE) if precision == VERIFIED else precision
+        return OpenVinoEngine(path, threads, hint, sparse=True)
     raise ModelError(f"engine {engine!r}: unknown; use one of {', '.join(ENGINES)}")
 
 
-def verified_precision(folder: Path) -> str | None:
-    """OpenVINO's precision hint for export `folder`: None (OpenVINO's default, bf16 float ops) where its manifest
-    records that the int8 model held its dev score at the default precision and AMX runs bf16 here, else "f32".
-    Measured on BERT-base int8 (NOTES.md, issue 14): bf16 float ops 1.10x / 1.18x (batch 1 / 8) with AMX, 0.95x
-    with AVX512-BF16 alone (AMX capped by $ONEDNN_MAX_CPU_ISA), where OpenVINO still defaults to bf16."""
+def verified_precision(folder: Path, engine: EngineName = "openvino") -> str | None:
+    """OpenVINO's precision hint for export `folder` on `engine` (its IR, or its sparse form): None (OpenVINO's
+    default, bf16 float ops) where its manifest records that this model held its dev score at the default
+    precision and AMX runs bf16 here, else "f32". Measured on BERT-base int8 (NOTES.md, issue 14): bf16 float
+    ops 1.10x / 1.18x (batch 1 / 8) with AMX, 0.95x with AVX512-BF16 alone (AMX capped by $ONEDNN_MAX_CPU_ISA),
+    where OpenVINO still defaults to bf16; the sparse form likewise (its Linears are pruneofa's op either way)."""
     verification = (read_manifest(folder) or {}).get("verification") or {}
-    held = (verification.get(DEFAULT_PRECISION_CHECK) or {}).get("held") is True
+    key = SPARSE_DEFAULT_PRECISION_CHECK if engine == OPENVINO_SPARSE else DEFAULT_PRECISION_CHECK
+    held = (verification.get(key) or {}).get("held") is True
     return None if held and amx_runs_bf16(cpu_info(), os.environ.get("ONEDNN_MAX_CPU_ISA")) else "f32"
 
 

@@ -13,7 +13,13 @@ import pytest
 from pruneofa.core.hardware import amx_runs_bf16
 from pruneofa.data.tasks import get_task
 from pruneofa.export import default_precision
-from pruneofa.runtime.engines import DEFAULT_PRECISION_CHECK, Engine, open_engine, verified_precision
+from pruneofa.runtime.engines import (
+    DEFAULT_PRECISION_CHECK,
+    SPARSE_DEFAULT_PRECISION_CHECK,
+    Engine,
+    open_engine,
+    verified_precision,
+)
 
 
 def _with_manifest(folder: Path, check: dict[str, Any] | None) -> Path:
@@ -77,10 +83,23 @@ def test_a_default_precision_that_moves_labels_is_not_taken(tiny_exports: Path) 
     assert held["held"] and held["label_agreement_with_f32"] == pytest.approx(197 / 200) and "reason" not in held
 
 
-def test_the_sparse_form_keeps_the_f32_hint(tiny_exports: Path) -> None:
+def test_the_sparse_form_follows_its_own_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The IR's check does not speak for the sparse form, nor the other way round."""
+    monkeypatch.setattr("pruneofa.runtime.engines.cpu_info", lambda: AMX)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    ir_only = _with_manifest(tmp_path / "ir", {"held": True})
+    assert verified_precision(ir_only, "openvino-sparse") == "f32"
+    both = tmp_path / "both"
+    both.mkdir()
+    checks = {DEFAULT_PRECISION_CHECK: {"held": False}, SPARSE_DEFAULT_PRECISION_CHECK: {"held": True}}
+    (both / "manifest.json").write_text(json.dumps({"verification": {"status": "passed", **checks}}))
+    assert verified_precision(both, "openvino-sparse") is None and verified_precision(both) == "f32"
+
+
+def test_an_unchecked_sparse_form_keeps_the_f32_hint(tiny_exports: Path) -> None:
     from pruneofa.kernels import openvino_op
 
     if not openvino_op.availability().ok:
         pytest.skip("the sparse kernel's OpenVINO extension is not built here")
-    engine = open_engine(tiny_exports / "int8", "openvino-sparse")
+    engine = open_engine(tiny_exports / "int8", "openvino-sparse")  # exported without verification: no check
     assert engine.describe()["precision_hint"] == "f32"

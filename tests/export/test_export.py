@@ -107,9 +107,20 @@ def test_verification_recorded_within_tolerance(tiny_chain: Path) -> None:
 
 
 @pytest.mark.slow
-def test_openvino_runs_at_its_default_precision_only_where_export_checked_it(tiny_chain: Path) -> None:
-    check = manifest(tiny_chain / "int8")["verification"]["openvino_default_precision"]
-    engine = open_engine(tiny_chain / "int8", "openvino")  # the default: what export verified
+@pytest.mark.parametrize(
+    ("key", "engine_name"),
+    [("openvino_default_precision", "openvino"), ("openvino_sparse_default_precision", "openvino-sparse")],
+)
+def test_openvino_runs_at_its_default_precision_only_where_export_checked_it(
+    tiny_chain: Path, key: str, engine_name: str
+) -> None:
+    """The int8 IR and the sparse form each run at OpenVINO's default precision only where export's own check of
+    that model held (and AMX runs bf16 here), else with the f32 hint."""
+    if engine_name == "openvino-sparse" and not openvino_op.availability().ok:
+        assert key not in manifest(tiny_chain / "int8")["verification"]  # no sparse run, no check
+        return
+    check = manifest(tiny_chain / "int8")["verification"][key]
+    engine = open_engine(tiny_chain / "int8", engine_name)  # type: ignore[arg-type]  # the default: what export verified
     # Checked wherever OpenVINO's default differs from f32 (bf16 on CPUs with AVX512-BF16 / AMX-BF16).
     assert check["checked"] is (check["precision_used"] != "f32")
     if check["held"] and hardware.amx_runs_bf16(hardware.cpu_info(), os.environ.get("ONEDNN_MAX_CPU_ISA")):
@@ -120,8 +131,9 @@ def test_openvino_runs_at_its_default_precision_only_where_export_checked_it(tin
     else:
         assert check["held"] or check["reason"]
         assert engine.describe()["inference_precision"] == "f32"
-    assert open_engine(tiny_chain / "int8", "openvino", precision="f32").describe()["inference_precision"] == "f32"
-    assert "openvino_default_precision" not in manifest(tiny_chain / "fp32")["verification"]  # int8 only
+    f32 = open_engine(tiny_chain / "int8", engine_name, precision="f32")  # type: ignore[arg-type]
+    assert f32.describe()["inference_precision"] == "f32"
+    assert key not in manifest(tiny_chain / "fp32")["verification"]  # int8 only
 
 
 @pytest.mark.slow
