@@ -8,7 +8,7 @@ unstructured-sparse int8 layer with per-channel weight scales and a u8 per-tenso
 - `ov-sparse-<path>`: the same layer as pruneofa's `SparseInt8Linear` op inside OpenVINO, for each kernel path
                this CPU runs ($PRUNEOFA_SPARSE_ISA switched between rounds); the AVX-512 paths in both their
                weight forms (`-rows`: each row its own groups (amx: bitmask tiles), `-blocks`: each 16-output
-               block's groups (amx: gathered tiles); $PRUNEOFA_SPARSE_FORM).
+               block's groups, output lanes (both paths); $PRUNEOFA_SPARSE_FORM).
 Every variant is timed in every round (order rotated); the median per call is reported with ratios to the best
 dense int8 engine of the same layer, measured in the same run. CPU flags go with the result.
 

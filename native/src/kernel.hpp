@@ -93,6 +93,12 @@ std::vector<std::vector<uint16_t>> block_groups(const pofa_weights& w);
 // forces the answer (tests, benchmarks).
 constexpr double kBlockFormMaxFill = 0.5;
 bool blocks_form_pays(const std::vector<std::vector<uint16_t>>& found, int32_t groups, int granule);
+// The AVX-512 VNNI path's blocks form (kernel_avx512_vnni.cpp; call only where AVX-512 VNNI runs), which the amx
+// path uses for block-sparse weights too: nullptr where the weights do not pay for it.
+std::unique_ptr<PreparedWeights> prepare_blocks_avx512(const pofa_weights& w);
+bool is_blocks_form(const PreparedWeights* form);
+void compute_blocks_avx512(const pofa_weights& w, const PreparedWeights* form, const Activations& a, const Output& o,
+                           int64_t rb_begin, int64_t rb_end);
 
 // The kernel of a path, or nullptr if unknown/unsupported; POFA_ISA_AUTO resolves through pofa_isa_selected().
 const Kernel* kernel_for(int isa);

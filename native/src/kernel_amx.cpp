@@ -9,15 +9,10 @@
 // C: 16 tokens x 16 outputs int32, written straight into the row-major output. Register blocking 2x2: two token
 // tiles by two output tiles (tmm0-3), their A (tmm4-5) and B (tmm6-7).
 //
-// Gathered form, for block-sparse weights (`sparsify --block 4 --block_rows 16`: zeros in whole 16-output x
-// 4-input blocks). Unstructured zeros leave no all-zero 16x64 weight tile, so the expanded form above does dense
-// tile work. When the 16 outputs of a block share few non-empty 4-input groups, the form keeps only those: the
-// weights become the A operand (16 outputs x 16 of their groups, one 1 KB tile per 16 groups, signed), and the
-// activations of those groups are gathered per output block into a B panel ([group][tokens][4], the K-group
-// layout's rows copied, unsigned), multiplied by tdpbsud; the 16 x 16 C tiles (outputs x tokens) are transposed
-// into the output by the AVX-512 epilogue. Work and weight bytes scale with the non-empty blocks. prepare()
-// picks the form by how many groups the output blocks keep (blocks_form_pays; $PRUNEOFA_SPARSE_FORM=rows|blocks
-// forces the expanded or the gathered form, for tests and benchmarks).
+// Block-sparse weights (`sparsify --block_rows 16 --block 4`) take the AVX-512 VNNI path's blocks form instead
+// (prepare_blocks_avx512): measured faster than AMX tiles fed from per-block gathered activations (BERT-base
+// b1 / b8 73.7 / 80.0 vs 69.9 / 77.4 seq/s, MiniLM b1 245.7 vs 237.1: NOTES.md, issue 14, fourth session): the
+// gathered tiles needed a copy of every kept activation row per output block and a transposing epilogue.
 //
 // Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vbmi2 -mamx-tile -mamx-int8; called only when the CPU
 // reports them and Linux granted this process the tile data state (dispatch.cpp).
@@ -29,7 +24,6 @@
 #include "kernel.hpp"
 #include "gelu_avx512.hpp"
 #include "quantize_avx512.hpp"
-#include "store_avx512.hpp"
 
 namespace pofa {
 namespace {
@@ -49,55 +43,16 @@ inline void memory_barrier() { asm volatile("" ::: "memory"); }
 struct AmxWeights : PreparedWeights {
     int32_t kblocks = 0;
     int32_t nblocks = 0;
-    bool gathered = false;
-    // Expanded form:
     std::vector<uint64_t> masks;  // [nblocks][kblocks][16]: bit 4n+j of row q <=> w[16nb+n, 64kb+4q+j] != 0
     std::vector<uint32_t> start;  // [nblocks * kblocks + 1]: offset of each tile's first non-zero in values
     std::vector<int8_t> values;   // the non-zero bytes, tile by tile, row by row, in bit order (+64 bytes slack)
-    // Gathered form:
-    std::vector<int32_t> group_start;  // [nblocks + 1] into `groups`, multiples of 16
-    std::vector<uint16_t> groups;      // each block's non-empty groups, ascending, padded to 16 (zero weights)
-    std::vector<int8_t> a_tiles;       // per block, per 16 of its groups: [16 outputs][16 groups][4] s8, 1 KB
-    int32_t max_groups = 0;            // the most groups one block keeps (sizes the B panel)
 };
 
-void prepare_gathered(const pofa_weights& w, std::vector<std::vector<uint16_t>> found, AmxWeights& p) {
-    p.gathered = true;
-    p.group_start.assign(static_cast<size_t>(p.nblocks) + 1, 0);
-    for (int32_t nb = 0; nb < p.nblocks; ++nb) {
-        auto& g = found[static_cast<size_t>(nb)];
-        const size_t padded = (g.size() + 15) / 16 * 16;
-        g.resize(padded, g.empty() ? uint16_t{0} : g.back());  // repeats of a real group, under zero weights
-        p.group_start[static_cast<size_t>(nb) + 1] = p.group_start[static_cast<size_t>(nb)] + static_cast<int32_t>(padded);
-        p.max_groups = std::max(p.max_groups, static_cast<int32_t>(padded));
-        p.groups.insert(p.groups.end(), g.begin(), g.end());
-    }
-    p.a_tiles.assign(p.groups.size() * 64, 0);  // 16 outputs x 4 bytes per group
-    std::vector<int32_t> slot(static_cast<size_t>(col_groups(w.cols)));
-    for (int32_t nb = 0; nb < p.nblocks; ++nb) {
-        const int32_t first = p.group_start[static_cast<size_t>(nb)];
-        const int32_t count = p.group_start[static_cast<size_t>(nb) + 1] - first;
-        for (int32_t i = count - 1; i >= 0; --i) slot[p.groups[static_cast<size_t>(first + i)]] = i;  // real ones win
-        int8_t* tiles = &p.a_tiles[static_cast<size_t>(first) * 64];
-        for (int n = 0; n < kTileN && nb * kTileN + n < w.rows; ++n) {
-            const int32_t row = nb * kTileN + n;
-            for (int32_t j = w.row_ptr[row]; j < w.row_ptr[row + 1]; ++j) {
-                const int32_t i = slot[w.groups[j]];  // tile i / 16, row n, bytes 4 (i % 16)..
-                std::memcpy(tiles + (i / 16) * kTileBytes + n * 64 + (i % 16) * 4, &w.values[j], 4);
-            }
-        }
-    }
-}
-
 std::unique_ptr<PreparedWeights> prepare(const pofa_weights& w) {
+    if (auto blocks = prepare_blocks_avx512(w)) return blocks;
     auto p = std::make_unique<AmxWeights>();
     p->kblocks = k_blocks(w.cols);
     p->nblocks = (w.rows + kTileN - 1) / kTileN;
-    auto found = block_groups(w);
-    if (blocks_form_pays(found, col_groups(w.cols), 16)) {
-        prepare_gathered(w, std::move(found), *p);
-        return p;
-    }
     const size_t tiles = static_cast<size_t>(p->nblocks) * static_cast<size_t>(p->kblocks);
     p->masks.assign(tiles * 16, 0);
     p->start.assign(tiles + 1, 0);
@@ -237,86 +192,14 @@ void output_blocks(const pofa_weights& w, const AmxWeights& p, const Activations
     }
 }
 
-// Gathered form: one output block's C tiles (16 outputs x R token tiles) from its A tiles and the B panel
-// (`chunks` x 16 group rows, `row` bytes apart: R x 16 tokens x 4); results to c[output][token] (row kMaxTile).
-template <int R>
-void multiply_gathered(const int8_t* a_tiles, const uint8_t* panel, int64_t row, int32_t chunks, int32_t* c) {
-    _tile_zero(0);
-    if constexpr (R > 1) _tile_zero(1);
-    if constexpr (R > 2) _tile_zero(2);
-    if constexpr (R > 3) _tile_zero(3);
-    memory_barrier();  // the panel is in memory before the tile loads read it
-    for (int32_t ch = 0; ch < chunks; ++ch) {
-        const uint8_t* b = panel + static_cast<int64_t>(ch) * 16 * row;
-        _tile_loadd(4, a_tiles + static_cast<int64_t>(ch) * kTileBytes, 64);
-        _tile_loadd(5, b, row);
-        _tile_dpbsud(0, 4, 5);
-        if constexpr (R > 1) {
-            _tile_loadd(6, b + 64, row);
-            _tile_dpbsud(1, 4, 6);
-        }
-        if constexpr (R > 2) {
-            _tile_loadd(7, b + 128, row);
-            _tile_dpbsud(2, 4, 7);
-        }
-        if constexpr (R > 3) {
-            _tile_loadd(5, b + 192, row);
-            _tile_dpbsud(3, 4, 5);
-        }
-    }
-    constexpr int64_t stride = kMaxTile * 4;
-    _tile_stored(0, c, stride);
-    if constexpr (R > 1) _tile_stored(1, c + 16, stride);
-    if constexpr (R > 2) _tile_stored(2, c + 32, stride);
-    if constexpr (R > 3) _tile_stored(3, c + 48, stride);
-    memory_barrier();
-}
-
-void compute_gathered(const pofa_weights& w, const AmxWeights& p, const Activations& a, const Output& o,
-                      int64_t rb_begin, int64_t rb_end) {
-    const int32_t groups = col_groups(w.cols);
-    thread_local std::vector<uint8_t> buffer;  // the B panel: max_groups rows of up to kMaxTile tokens x 4 bytes
-    const size_t need = static_cast<size_t>(p.max_groups) * kMaxTile * 4 + 64;
-    if (buffer.size() < need) buffer.resize(need);
-    uint8_t* panel = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(buffer.data()) + 63) & ~uintptr_t{63});
-    alignas(64) int32_t c[kRowBlock * kMaxTile];
-    configure_tiles();
-    for (int64_t t0 = 0; t0 < a.padded; t0 += kMaxTile) {
-        const int64_t width = block_width(a.padded, t0);
-        const int64_t row = width * 4;  // bytes of one group of the token block: 1-4 zmm
-        const uint8_t* base = a.x4 + t0 * groups * 4;
-        const int ntok = static_cast<int>(std::min<int64_t>(width, a.tokens - t0));
-        for (int64_t nb = rb_begin; nb < rb_end; ++nb) {
-            const int32_t first = p.group_start[static_cast<size_t>(nb)];
-            const int32_t count = p.group_start[static_cast<size_t>(nb) + 1] - first;
-            const uint16_t* kept = &p.groups[static_cast<size_t>(first)];
-            for (int32_t i = 0; i < count; ++i) {
-                const uint8_t* src = base + static_cast<int64_t>(kept[i]) * row;
-                uint8_t* dst = panel + static_cast<int64_t>(i) * row;
-                for (int64_t b = 0; b < row; b += 64) _mm512_store_si512(dst + b, _mm512_loadu_si512(src + b));
-            }
-            const int8_t* tiles = &p.a_tiles[static_cast<size_t>(first) * 64];
-            switch (width / 16) {
-                case 4: multiply_gathered<4>(tiles, panel, row, count / 16, c); break;
-                case 3: multiply_gathered<3>(tiles, panel, row, count / 16, c); break;
-                case 2: multiply_gathered<2>(tiles, panel, row, count / 16, c); break;
-                default: multiply_gathered<1>(tiles, panel, row, count / 16, c); break;
-            }
-            const auto n0 = static_cast<int32_t>(nb * kTileN);
-            store_tile_avx512(c, w.rows, n0, std::min(kTileN, w.rows - n0), t0, ntok, o);
-        }
-    }
-    _tile_release();
-}
-
 void compute(const pofa_weights& w, const PreparedWeights* prepared, const Activations& a, const Output& o,
              int64_t rb_begin, int64_t rb_end) {
     static_assert(kRowBlock == kTileN, "a row block is one output tile");
-    const auto& p = static_cast<const AmxWeights&>(*prepared);
-    if (p.gathered) {
-        compute_gathered(w, p, a, o, rb_begin, rb_end);
+    if (is_blocks_form(prepared)) {
+        compute_blocks_avx512(w, prepared, a, o, rb_begin, rb_end);
         return;
     }
+    const auto& p = static_cast<const AmxWeights&>(*prepared);
     // Two output blocks' expanded B tiles (2 x 48 KB at K = 3,072) and the C tiles, per thread.
     thread_local std::vector<int8_t> expanded;
     const size_t need = static_cast<size_t>(2 * p.kblocks) * kTileBytes + 64;
@@ -337,20 +220,18 @@ void compute(const pofa_weights& w, const PreparedWeights* prepared, const Activ
     _tile_release();
 }
 
-bool gathered(const PreparedWeights* form) { return static_cast<const AmxWeights*>(form)->gathered; }
-
-// The expanded form reads token-major rows, the gathered form the K-group layout.
+// The expanded form reads token-major rows, the blocks form the K-group layout.
 size_t activation_bytes(const PreparedWeights* form, int64_t tokens, int32_t cols) {
-    if (gathered(form)) return packed_bytes(tokens, cols);
+    if (is_blocks_form(form)) return packed_bytes(tokens, cols);
     return static_cast<size_t>(padded_tokens(tokens)) * static_cast<size_t>(row_stride(cols));
 }
 
 int64_t token_block_offset(const PreparedWeights* form, int64_t t, int32_t cols) {
-    return gathered(form) ? group_layout_offset(form, t, cols) : -1;
+    return is_blocks_form(form) ? group_layout_offset(form, t, cols) : -1;
 }
 
 void pack_u8(const PreparedWeights* form, const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4) {
-    if (gathered(form)) {
+    if (is_blocks_form(form)) {
         pack_u8_portable(form, x, tokens, cols, x4);
         return;
     }
@@ -361,7 +242,7 @@ void pack_u8(const PreparedWeights* form, const uint8_t* x, int64_t tokens, int3
 
 void quantize_pack(const PreparedWeights* form, const float* x, int64_t tokens, int32_t cols, float scale,
                    int32_t zero_point, uint8_t* x4, int64_t t_begin, int64_t t_end) {
-    if (gathered(form)) {
+    if (is_blocks_form(form)) {
         quantize_pack_groups_avx512(form, x, tokens, cols, scale, zero_point, x4, t_begin, t_end);
         return;
     }

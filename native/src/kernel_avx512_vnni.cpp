@@ -84,7 +84,9 @@ struct BlockWeights : PreparedWeights {
     std::vector<int32_t> values;   // per kept group, 16 ints: its 4 weights in each of the block's 16 rows (0: none)
 };
 
-std::unique_ptr<PreparedWeights> prepare(const pofa_weights& w) {
+}  // namespace
+
+std::unique_ptr<PreparedWeights> prepare_blocks_avx512(const pofa_weights& w) {
     auto found = block_groups(w);
     if (!blocks_form_pays(found, col_groups(w.cols), 1)) return nullptr;  // the rows form: pofa_weights as they are
     auto p = std::make_unique<BlockWeights>();
@@ -108,6 +110,10 @@ std::unique_ptr<PreparedWeights> prepare(const pofa_weights& w) {
     return p;
 }
 
+bool is_blocks_form(const PreparedWeights* form) { return dynamic_cast<const BlockWeights*>(form) != nullptr; }
+
+namespace {
+
 // 16 tokens (from `x`: each kept group's 16 tokens x 4 bytes, `row` bytes apart) x one block's 16 outputs.
 // The sums stay in 16 registers for the whole loop (a local array, fully unrolled: passed in by pointer, the
 // compiler kept spilling them), then go to `out` [token][output] for the epilogue.
@@ -127,8 +133,11 @@ void block_tokens(const BlockWeights& p, int32_t first, int32_t end, const uint8
     for (int t = 0; t < 16; ++t) _mm512_store_si512(out + 16 * t, acc[t]);
 }
 
-void compute_blocks(const pofa_weights& w, const BlockWeights& p, const Activations& a, const Output& o,
-                    int64_t rb_begin, int64_t rb_end) {
+}  // namespace
+
+void compute_blocks_avx512(const pofa_weights& w, const PreparedWeights* form, const Activations& a, const Output& o,
+                           int64_t rb_begin, int64_t rb_end) {
+    const auto& p = static_cast<const BlockWeights&>(*form);
     const int32_t groups = col_groups(w.cols);
     alignas(64) int32_t sums[16 * 16];
     for (int64_t t0 = 0; t0 < a.padded; t0 += kMaxTile) {
@@ -162,10 +171,12 @@ void compute_blocks(const pofa_weights& w, const BlockWeights& p, const Activati
     }
 }
 
+namespace {
+
 void compute(const pofa_weights& w, const PreparedWeights* prepared, const Activations& a, const Output& o,
              int64_t rb_begin, int64_t rb_end) {
     if (prepared != nullptr) {
-        compute_blocks(w, static_cast<const BlockWeights&>(*prepared), a, o, rb_begin, rb_end);
+        compute_blocks_avx512(w, prepared, a, o, rb_begin, rb_end);
         return;
     }
     // One token block's activations (64 x K bytes) stay in L1/L2 while every row of the range is swept.
@@ -189,7 +200,7 @@ void quantize_pack_groups_avx512(const PreparedWeights* /*form*/, const float* x
     for (int64_t t = t_begin; t < t_end; ++t) {
         const float* row = x + t * cols;
         // Token t's group g is at dst + g * step (its token block's [groups][width][4] bytes): computed once per
-        // token, not per group (per-group offsets made this 12% of a whole-model profile, amx gathered form).
+        // token, not per group (per-group offsets made this 12% of a whole-model profile of block-sparse BERT-base).
         uint8_t* dst = x4 + packed_offset(t, 0, groups, padded);
         const int64_t step = block_width(padded, t / kMaxTile * kMaxTile) * 4;
         int32_t k = 0;
@@ -214,7 +225,7 @@ void quantize_pack_groups_avx512(const PreparedWeights* /*form*/, const float* x
 }
 
 const Kernel& kernel_avx512_vnni() {
-    static const Kernel k{group_layout_bytes, pack_u8_portable, quantize_pack_groups_avx512, prepare,
+    static const Kernel k{group_layout_bytes, pack_u8_portable, quantize_pack_groups_avx512, prepare_blocks_avx512,
                           group_layout_offset, compute};
     return k;
 }

@@ -1,5 +1,5 @@
 // The AVX-512 paths' epilogue for a tile computed outputs-by-tokens (include only from files compiled with
-// -mavx512f): the K-group VNNI path and AMX's gathered form both accumulate 16 output rows x up to 64 tokens.
+// -mavx512f): the K-group VNNI path accumulates 16 output rows x up to 64 tokens.
 #pragma once
 
 #include <immintrin.h>

@@ -76,7 +76,7 @@ def test_both_weight_forms_are_exact(  # type: ignore[no-untyped-def]
     isa: str, form: str, pattern: str, shape: tuple[int, int, int], monkeypatch
 ) -> None:
     """The AVX-512 paths' two weight forms ($PRUNEOFA_SPARSE_FORM forces one; by default block-sparse weights
-    take the blocks form: amx's gathered tiles, avx512_vnni's output lanes), on unstructured and 16x4-block
+    take the blocks form, output lanes, on both paths), on unstructured and 16x4-block
     zeros, with all-zero output blocks and partial blocks."""
     if isa not in paths():
         pytest.skip(f"this CPU cannot run {isa}")
