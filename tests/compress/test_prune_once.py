@@ -124,3 +124,26 @@ def test_learning_rate_decays_to_zero_after_the_last_cut_only_when_asked(decay: 
     assert all(rate == pytest.approx(1e-3) for step, rate in rates.items() if step <= last_cut)
     assert (rates[cfg.steps - 1] < 0.25e-3) == decay  # 1 - 5/6 of the rate at the last of 6 recovery steps
     assert float((model[0].weight == 0).float().mean()) == pytest.approx(0.5)
+
+
+def test_cli_block_shapes_prune_whole_blocks_or_name_the_bad_size(tmp_path: Path) -> None:
+    """`sparsify --block 4 --block_rows 16`: the saved model's zeros come in whole 16 x 4 blocks and the report
+    records the shape; a shape that does not tile a layer is a one-line error naming the flag and the layer."""
+    from safetensors.torch import load_file
+
+    base = [sys.executable, "-m", "pruneofa", "sparsify", "tiny-bert", "--sparsity", "0.75", "--block", "4"]
+    done = subprocess.run([*base, "--block_rows", "16", "--output_dir", str(tmp_path / "b")],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "b" / "sparsity.json").read_text())
+    assert (report["block"], report["block_rows"]) == (4, 16) and report["overall"] == pytest.approx(0.75, abs=0.01)
+    weights = load_file(str(tmp_path / "b" / "model.safetensors"))
+    for name in report["layers"]:
+        kept = weights[name] != 0
+        blocks = kept.reshape(kept.shape[0] // 16, 16, -1, 4).transpose(1, 2).flatten(2)
+        assert torch.all(blocks.all(dim=-1) | ~blocks.any(dim=-1)), name
+    bad = subprocess.run([*base, "--block_rows", "5", "--output_dir", str(tmp_path / "x")],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "--block_rows 5:" in bad.stderr and "output features, not a multiple of 5" in bad.stderr
+    assert not (tmp_path / "x").exists()

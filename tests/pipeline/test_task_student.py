@@ -80,13 +80,16 @@ def test_other_methods_keep_their_student_fingerprint(tmp_path: Path) -> None:
     """Adding the task-only keys must not re-make the students of existing gradual/obs/magnitude pipelines."""
     recipe = parse_recipe("[student]\nmethod = 'gradual'\nsteps = 8", "r.toml")
     student = next(s for s in plan(recipe, tmp_path, RT) if s.name == "student")
-    added_later = (*recipe.student.TASK_ONLY, "block")  # keys added since, at their defaults
+    added_later = (*recipe.student.TASK_ONLY, "block", "block_rows")  # keys added since, at their defaults
     old_section = {k: v for k, v in recipe.section_json("student").items() if k not in added_later}
     assert student.inputs == {"student": old_section}
     tweaked = parse_recipe("[student]\nmethod = 'gradual'\nsteps = 8\nhidden_weight = 3.0", "r.toml")
     assert next(s for s in plan(tweaked, tmp_path, RT) if s.name == "student").fingerprint == student.fingerprint
     blocked = parse_recipe("[student]\nmethod = 'gradual'\nsteps = 8\nblock = 4", "r.toml")
     assert next(s for s in plan(blocked, tmp_path, RT) if s.name == "student").fingerprint != student.fingerprint
+    tiles = parse_recipe("[student]\nmethod = 'gradual'\nsteps = 8\nblock = 4\nblock_rows = 16", "r.toml")
+    fingerprints = {next(s for s in plan(r, tmp_path, RT) if s.name == "student").fingerprint for r in (blocked, tiles)}
+    assert len(fingerprints) == 2
 
 
 @pytest.mark.parametrize(
