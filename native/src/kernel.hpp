@@ -88,11 +88,14 @@ const Kernel& kernel_amx();
 // groups, and the AVX-512 paths then keep a "blocks" form (per output block: its groups, 16 rows' weights each)
 // instead of each row's own groups. Each output block's non-empty groups (the union over its rows), ascending:
 std::vector<std::vector<uint16_t>> block_groups(const pofa_weights& w);
-// Whether the blocks form pays: the blocks keep at most kBlockFormMaxFill of all (block, group) slots, counting
-// each block's groups rounded up to `granule` (AMX multiplies 16 at a time). $PRUNEOFA_SPARSE_FORM=rows|blocks
-// forces the answer (tests, benchmarks).
-constexpr double kBlockFormMaxFill = 0.5;
-bool blocks_form_pays(const std::vector<std::vector<uint16_t>>& found, int32_t groups, int granule);
+// Whether the blocks form pays: it multiplies each kept group for all 16 rows of a block, the rows form only for
+// the rows that have it (but with two loads per multiply-add instead of one), so it pays where a block's rows
+// share their groups: 16 x (groups the blocks keep) <= kBlockFormMaxSpread x (non-empty row groups). Measured
+// (benchmarks/sparse_kernel.py, avx512_vnni, 128 tokens, 768x768 and 3072x768): 16x4 blocks at 50-70% zeros
+// (spread 1) blocks 1.4-1.8x rows; unstructured 90% (spread 2.4) a tie; 1x4 blocks at 90% (spread 8) rows
+// 1.3-1.5x. $PRUNEOFA_SPARSE_FORM=rows|blocks forces the answer (tests, benchmarks).
+constexpr double kBlockFormMaxSpread = 2.0;
+bool blocks_form_pays(const std::vector<std::vector<uint16_t>>& found, const pofa_weights& w);
 // The AVX-512 VNNI path's blocks form (kernel_avx512_vnni.cpp; call only where AVX-512 VNNI runs), which the amx
 // path uses for block-sparse weights too: nullptr where the weights do not pay for it.
 std::unique_ptr<PreparedWeights> prepare_blocks_avx512(const pofa_weights& w);

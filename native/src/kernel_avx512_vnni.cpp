@@ -88,7 +88,7 @@ struct BlockWeights : PreparedWeights {
 
 std::unique_ptr<PreparedWeights> prepare_blocks_avx512(const pofa_weights& w) {
     auto found = block_groups(w);
-    if (!blocks_form_pays(found, col_groups(w.cols), 1)) return nullptr;  // the rows form: pofa_weights as they are
+    if (!blocks_form_pays(found, w)) return nullptr;  // the rows form: pofa_weights as they are
     auto p = std::make_unique<BlockWeights>();
     p->start.push_back(0);
     for (const auto& g : found) {

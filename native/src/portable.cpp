@@ -67,13 +67,13 @@ std::vector<std::vector<uint16_t>> block_groups(const pofa_weights& w) {
     return found;
 }
 
-bool blocks_form_pays(const std::vector<std::vector<uint16_t>>& found, int32_t groups, int granule) {
+bool blocks_form_pays(const std::vector<std::vector<uint16_t>>& found, const pofa_weights& w) {
     const char* forced = std::getenv("PRUNEOFA_SPARSE_FORM");
     if (forced != nullptr && std::strcmp(forced, "blocks") == 0) return true;
     if (forced != nullptr && std::strcmp(forced, "rows") == 0) return false;
     size_t kept = 0;
-    for (const auto& g : found) kept += (g.size() + granule - 1) / granule * granule;
-    return static_cast<double>(kept) <= kBlockFormMaxFill * static_cast<double>(found.size()) * groups;
+    for (const auto& g : found) kept += g.size();
+    return static_cast<double>(kept) * kRowBlock <= kBlockFormMaxSpread * static_cast<double>(w.row_ptr[w.rows]);
 }
 
 float gelu_scalar(float y) { return 0.5f * y * (1.0f + std::erf(y * 0.70710678118654752f)); }
