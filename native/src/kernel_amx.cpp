@@ -24,6 +24,7 @@
 #include "kernel.hpp"
 #include "gelu_avx512.hpp"
 #include "quantize_avx512.hpp"
+#include "store_avx512.hpp"
 
 namespace pofa {
 namespace {
@@ -116,26 +117,6 @@ void expand_block(const AmxWeights& p, int32_t nb, int8_t* dst) {
     }
 }
 
-// C tile (16 tokens x 16 outputs int32, row stride 64 bytes) into the output: tokens t0.., outputs n0...
-inline void store_c(const int32_t* c, const Output& o, int32_t rows, int32_t n0, int64_t t0, int64_t tokens) {
-    const int nvalid = std::min(kTileN, rows - n0);
-    const __mmask16 mask = static_cast<__mmask16>((1u << nvalid) - 1u);
-    const int ntok = static_cast<int>(std::min<int64_t>(kTileT, tokens - t0));
-    if (o.mult == nullptr) {
-        for (int t = 0; t < ntok; ++t) {
-            _mm512_mask_storeu_epi32(o.s32 + (t0 + t) * rows + n0, mask, _mm512_load_si512(c + 16 * t));
-        }
-        return;
-    }
-    const __m512 mult = _mm512_maskz_loadu_ps(mask, o.mult + n0);
-    const __m512 offset = _mm512_maskz_loadu_ps(mask, o.offset + n0);
-    for (int t = 0; t < ntok; ++t) {
-        __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * t)), mult, offset);
-        if (o.activation == POFA_ACT_GELU) y = gelu16(y);
-        _mm512_mask_storeu_ps(o.f32 + (t0 + t) * rows + n0, mask, y);
-    }
-}
-
 // TT token tiles (from `a`, rows `stride` bytes apart) times NT output tiles (from `b`, k-blocks 1 KB apart, the
 // second output block `kblocks` tiles after the first), all k-blocks; results to `c` (TT*NT tiles of 1 KB).
 template <int TT, int NT>
@@ -186,7 +167,9 @@ void output_blocks(const pofa_weights& w, const AmxWeights& p, const Activations
         }
         for (int tt = 0; tt < (two ? 2 : 1); ++tt) {
             for (int nt = 0; nt < NT; ++nt) {
-                store_c(c + 512 * tt + 256 * nt, o, w.rows, (nb + nt) * kTileN, t0 + tt * kTileT, a.tokens);
+                const int64_t first = t0 + tt * kTileT;
+                const int ntok = static_cast<int>(std::min<int64_t>(kTileT, a.tokens - first));
+                if (ntok > 0) store_rows_avx512(c + 512 * tt + 256 * nt, o, w.rows, (nb + nt) * kTileN, first, ntok);
             }
         }
     }

@@ -146,26 +146,11 @@ void compute_blocks_avx512(const pofa_weights& w, const PreparedWeights* form, c
         const int64_t ntok = std::min<int64_t>(width, a.tokens - t0);
         for (int64_t nb = rb_begin; nb < rb_end; ++nb) {
             const auto n0 = static_cast<int32_t>(nb * kRowBlock);
-            const int nrows = std::min(kRowBlock, w.rows - n0);
-            const __mmask16 mask = static_cast<__mmask16>((1u << nrows) - 1u);
             const int32_t first = p.start[static_cast<size_t>(nb)], end = p.start[static_cast<size_t>(nb) + 1];
             for (int64_t tc = 0; tc < ntok; tc += 16) {
                 block_tokens(p, first, end, base + tc * 4, width * 4, sums);
                 const int count = static_cast<int>(std::min<int64_t>(16, ntok - tc));
-                if (o.mult == nullptr) {
-                    for (int t = 0; t < count; ++t) {
-                        _mm512_mask_storeu_epi32(o.s32 + (t0 + tc + t) * w.rows + n0, mask,
-                                                 _mm512_load_si512(sums + 16 * t));
-                    }
-                    continue;
-                }
-                const __m512 mult = _mm512_maskz_loadu_ps(mask, o.mult + n0);
-                const __m512 offset = _mm512_maskz_loadu_ps(mask, o.offset + n0);
-                for (int t = 0; t < count; ++t) {
-                    __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(sums + 16 * t)), mult, offset);
-                    if (o.activation == POFA_ACT_GELU) y = gelu16(y);
-                    _mm512_mask_storeu_ps(o.f32 + (t0 + tc + t) * w.rows + n0, mask, y);
-                }
+                store_rows_avx512(sums, o, w.rows, n0, t0 + tc, count);
             }
         }
     }

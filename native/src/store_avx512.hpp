@@ -1,8 +1,11 @@
 // The AVX-512 paths' epilogue for a tile computed outputs-by-tokens (include only from files compiled with
-// -mavx512f): the K-group VNNI path accumulates 16 output rows x up to 64 tokens.
+// -mavx512f): tiles computed outputs-by-tokens (the K-group VNNI path: 16 output rows x up to 64 tokens) or
+// tokens-by-outputs (the blocks form and AMX's C tiles: tokens x 16 outputs).
 #pragma once
 
 #include <immintrin.h>
+
+#include <algorithm>
 
 #include "gelu_avx512.hpp"
 #include "kernel.hpp"
@@ -27,6 +30,24 @@ inline void store_tile_avx512(const int32_t* tile, int32_t rows, int32_t n0, int
     for (int t = 0; t < ntok; ++t) {
         const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, column, tile + t, 4);
         __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), mult, offset);
+        if (o.activation == POFA_ACT_GELU) y = gelu16(y);
+        _mm512_mask_storeu_ps(o.f32 + (t0 + t) * rows + n0, mask, y);
+    }
+}
+
+// c[t][16] (16 outputs n0.. of tokens t0..t0+ntok, row stride 16 int32) into the row-major output.
+inline void store_rows_avx512(const int32_t* c, const Output& o, int32_t rows, int32_t n0, int64_t t0, int ntok) {
+    const __mmask16 mask = static_cast<__mmask16>((1u << std::min(16, rows - n0)) - 1u);
+    if (o.mult == nullptr) {
+        for (int t = 0; t < ntok; ++t) {
+            _mm512_mask_storeu_epi32(o.s32 + (t0 + t) * rows + n0, mask, _mm512_load_si512(c + 16 * t));
+        }
+        return;
+    }
+    const __m512 mult = _mm512_maskz_loadu_ps(mask, o.mult + n0);
+    const __m512 offset = _mm512_maskz_loadu_ps(mask, o.offset + n0);
+    for (int t = 0; t < ntok; ++t) {
+        __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * t)), mult, offset);
         if (o.activation == POFA_ACT_GELU) y = gelu16(y);
         _mm512_mask_storeu_ps(o.f32 + (t0 + t) * rows + n0, mask, y);
     }
