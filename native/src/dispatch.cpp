@@ -76,14 +76,15 @@ int run(const pofa_weights* w, const uint8_t* x_u8, const float* x_f32, int64_t 
     if (kernel == nullptr || w == nullptr || tokens < 0 || !valid_weights(*w)) return -1;
     if (tokens == 0 || w->rows == 0) return 0;
     const std::unique_ptr<PreparedWeights> prepared = kernel->prepare ? kernel->prepare(*w) : nullptr;
-    std::vector<uint8_t> x4(kernel->activation_bytes(prepared.get(), tokens, w->cols) + 64);
+    const Kernel& k = kernel_for_form(*kernel, prepared.get());
+    std::vector<uint8_t> x4(k.activation_bytes(tokens, w->cols) + 64);
     if (x_u8 != nullptr) {
-        kernel->pack_u8(prepared.get(), x_u8, tokens, w->cols, x4.data());
+        k.pack_u8(x_u8, tokens, w->cols, x4.data());
     } else {
-        kernel->quantize_pack(prepared.get(), x_f32, tokens, w->cols, scale, zp, x4.data(), 0, tokens);  // x4 is zero-filled
+        k.quantize_pack(x_f32, tokens, w->cols, scale, zp, x4.data(), 0, tokens);  // x4 is zero-filled
     }
     const Activations a{x4.data(), tokens, padded_tokens(tokens)};
-    parallel_rows(row_blocks(*w), threads, [&](int64_t b, int64_t e) { kernel->compute(*w, prepared.get(), a, out, b, e); });
+    parallel_rows(row_blocks(*w), threads, [&](int64_t b, int64_t e) { k.compute(*w, prepared.get(), a, out, b, e); });
     return 0;
 }
 
@@ -101,6 +102,11 @@ bool valid_weights(const pofa_weights& w) {
         }
     }
     return true;
+}
+
+const Kernel& kernel_for_form(const Kernel& path, const PreparedWeights* form) {
+    // Only the AVX-512 paths prepare forms, so the check never runs where AVX-512 does not.
+    return form != nullptr && is_blocks_form(*form) ? kernel_avx512_vnni() : path;
 }
 
 const Kernel* kernel_for(int isa) {

@@ -59,21 +59,19 @@ struct PreparedWeights {
 };
 
 struct Kernel {
-    // The activation layout is the path's, and may depend on the weights' form (`form` = prepare(w)'s result,
-    // nullptr for the K-group paths): the K-group layout (packed_bytes), or AMX's token-major rows.
-    // Bytes of that layout:
-    size_t (*activation_bytes)(const PreparedWeights* form, int64_t tokens, int32_t cols);
-    void (*pack_u8)(const PreparedWeights* form, const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4);
+    // Bytes of this path's activation layout (the K-group paths: packed_bytes; AMX: token-major rows).
+    size_t (*activation_bytes)(int64_t tokens, int32_t cols);
+    void (*pack_u8)(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4);
     // Tokens [t_begin, t_end) of x, quantized as QuantizeLinear, into the layout `x4`, which the caller has
     // zero-filled (the padding stays 0); disjoint token ranges can be written in parallel.
-    void (*quantize_pack)(const PreparedWeights* form, const float* x, int64_t tokens, int32_t cols, float scale,
-                          int32_t zero_point, uint8_t* x4, int64_t t_begin, int64_t t_end);
+    void (*quantize_pack)(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point,
+                          uint8_t* x4, int64_t t_begin, int64_t t_end);
     // nullptr where the path computes from pofa_weights directly.
     std::unique_ptr<PreparedWeights> (*prepare)(const pofa_weights& w);
     // Where the threads may split the tokens instead of the output rows: the byte offset in the layout of token
-    // t (a multiple of kMaxTile), so that compute() can run on a token range as on a layer of its own; -1 where
-    // the form wants the rows split (AMX's expanded form: each thread would otherwise expand every weight tile).
-    int64_t (*token_block_offset)(const PreparedWeights* form, int64_t t, int32_t cols);
+    // t (a multiple of kMaxTile), so that compute() can run on a token range as on a layer of its own; nullptr
+    // where the rows must be split (AMX: each thread would otherwise expand every weight tile).
+    int64_t (*token_block_offset)(int64_t t, int32_t cols);
     // Output rows [rb_begin * kRowBlock, rb_end * kRowBlock) for every token; `prepared` is prepare(w)'s result.
     void (*compute)(const pofa_weights& w, const PreparedWeights* prepared, const Activations& a, const Output& o,
                     int64_t rb_begin, int64_t rb_end);
@@ -97,11 +95,12 @@ std::vector<std::vector<uint16_t>> block_groups(const pofa_weights& w);
 constexpr double kBlockFormMaxSpread = 2.0;
 bool blocks_form_pays(const std::vector<std::vector<uint16_t>>& found, const pofa_weights& w);
 // The AVX-512 VNNI path's blocks form (kernel_avx512_vnni.cpp; call only where AVX-512 VNNI runs), which the amx
-// path uses for block-sparse weights too: nullptr where the weights do not pay for it.
+// path's prepare() returns for block-sparse weights too: nullptr where the weights do not pay for it.
 std::unique_ptr<PreparedWeights> prepare_blocks_avx512(const pofa_weights& w);
-bool is_blocks_form(const PreparedWeights* form);
-void compute_blocks_avx512(const pofa_weights& w, const PreparedWeights* form, const Activations& a, const Output& o,
-                           int64_t rb_begin, int64_t rb_end);
+bool is_blocks_form(const PreparedWeights& form);
+// The kernel that runs `path`'s form of a layer's weights (prepare()'s result): the avx512_vnni kernel for the
+// blocks form, whichever path built it; else the path's own.
+const Kernel& kernel_for_form(const Kernel& path, const PreparedWeights* form);
 
 // The kernel of a path, or nullptr if unknown/unsupported; POFA_ISA_AUTO resolves through pofa_isa_selected().
 const Kernel* kernel_for(int isa);
@@ -111,15 +110,11 @@ int resolve_isa(int isa);
 // below col_groups(cols) (the kernels walk a row's groups in order, chunk by chunk).
 bool valid_weights(const pofa_weights& w);
 
-// Portable pieces the ISA kernels share: the K-group activation layout (the form is not looked at).
-size_t group_layout_bytes(const PreparedWeights* form, int64_t tokens, int32_t cols);
-int64_t group_layout_offset(const PreparedWeights* form, int64_t t, int32_t cols);
-void pack_u8_portable(const PreparedWeights* form, const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4);
-void quantize_pack_portable(const PreparedWeights* form, const float* x, int64_t tokens, int32_t cols, float scale,
-                            int32_t zero_point, uint8_t* x4, int64_t t_begin, int64_t t_end);
-// The AVX-512 quantizer into the K-group layout (kernel_avx512_vnni.cpp; call only where AVX-512 VNNI runs).
-void quantize_pack_groups_avx512(const PreparedWeights* form, const float* x, int64_t tokens, int32_t cols,
-                                 float scale, int32_t zero_point, uint8_t* x4, int64_t t_begin, int64_t t_end);
+// Portable pieces the ISA kernels share (the K-group activation layout).
+int64_t group_layout_offset(int64_t t, int32_t cols);
+void pack_u8_portable(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4);
+void quantize_pack_portable(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point,
+                            uint8_t* x4, int64_t t_begin, int64_t t_end);
 uint8_t quantize_one(float x, float scale, int32_t zero_point);
 float gelu_scalar(float y);  // 0.5 y (1 + erf(y / sqrt 2)) with std::erf
 

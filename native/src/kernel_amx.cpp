@@ -9,8 +9,8 @@
 // C: 16 tokens x 16 outputs int32, written straight into the row-major output. Register blocking 2x2: two token
 // tiles by two output tiles (tmm0-3), their A (tmm4-5) and B (tmm6-7).
 //
-// Block-sparse weights (`sparsify --block_rows 16 --block 4`) take the AVX-512 VNNI path's blocks form instead
-// (prepare_blocks_avx512): measured faster than AMX tiles fed from per-block gathered activations (BERT-base
+// Block-sparse weights (`sparsify --block_rows 16 --block 4`): prepare() returns the AVX-512 VNNI path's blocks
+// form instead, which that path's kernel runs (kernel_for_form): measured faster than AMX tiles fed from per-block gathered activations (BERT-base
 // b1 / b8 73.7 / 80.0 vs 69.9 / 77.4 seq/s, MiniLM b1 245.7 vs 237.1: NOTES.md, issue 14, fourth session): the
 // gathered tiles needed a copy of every kept activation row per output block and a transposing epilogue.
 //
@@ -178,10 +178,6 @@ void output_blocks(const pofa_weights& w, const AmxWeights& p, const Activations
 void compute(const pofa_weights& w, const PreparedWeights* prepared, const Activations& a, const Output& o,
              int64_t rb_begin, int64_t rb_end) {
     static_assert(kRowBlock == kTileN, "a row block is one output tile");
-    if (is_blocks_form(prepared)) {
-        compute_blocks_avx512(w, prepared, a, o, rb_begin, rb_end);
-        return;
-    }
     const auto& p = static_cast<const AmxWeights&>(*prepared);
     // Two output blocks' expanded B tiles (2 x 48 KB at K = 3,072) and the C tiles, per thread.
     thread_local std::vector<int8_t> expanded;
@@ -203,32 +199,18 @@ void compute(const pofa_weights& w, const PreparedWeights* prepared, const Activ
     _tile_release();
 }
 
-// The expanded form reads token-major rows, the blocks form the K-group layout.
-size_t activation_bytes(const PreparedWeights* form, int64_t tokens, int32_t cols) {
-    if (is_blocks_form(form)) return packed_bytes(tokens, cols);
+size_t activation_bytes(int64_t tokens, int32_t cols) {
     return static_cast<size_t>(padded_tokens(tokens)) * static_cast<size_t>(row_stride(cols));
 }
 
-int64_t token_block_offset(const PreparedWeights* form, int64_t t, int32_t cols) {
-    return is_blocks_form(form) ? group_layout_offset(form, t, cols) : -1;
-}
-
-void pack_u8(const PreparedWeights* form, const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4) {
-    if (is_blocks_form(form)) {
-        pack_u8_portable(form, x, tokens, cols, x4);
-        return;
-    }
+void pack_u8(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4) {
     const int64_t stride = row_stride(cols);
-    std::memset(x4, 0, activation_bytes(form, tokens, cols));
+    std::memset(x4, 0, activation_bytes(tokens, cols));
     for (int64_t t = 0; t < tokens; ++t) std::memcpy(x4 + t * stride, x + t * cols, static_cast<size_t>(cols));
 }
 
-void quantize_pack(const PreparedWeights* form, const float* x, int64_t tokens, int32_t cols, float scale,
-                   int32_t zero_point, uint8_t* x4, int64_t t_begin, int64_t t_end) {
-    if (is_blocks_form(form)) {
-        quantize_pack_groups_avx512(form, x, tokens, cols, scale, zero_point, x4, t_begin, t_end);
-        return;
-    }
+void quantize_pack(const float* x, int64_t /*tokens*/, int32_t cols, float scale, int32_t zero_point, uint8_t* x4,
+                   int64_t t_begin, int64_t t_end) {
     const int64_t stride = row_stride(cols);
     const Quantizer16 quantize(scale, zero_point);
     for (int64_t t = t_begin; t < t_end; ++t) {
@@ -249,7 +231,7 @@ void quantize_pack(const PreparedWeights* form, const float* x, int64_t tokens, 
 }  // namespace
 
 const Kernel& kernel_amx() {
-    static const Kernel k{activation_bytes, pack_u8, quantize_pack, prepare, token_block_offset, compute};
+    static const Kernel k{activation_bytes, pack_u8, quantize_pack, prepare, nullptr, compute};
     return k;
 }
 

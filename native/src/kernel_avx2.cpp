@@ -65,7 +65,7 @@ void compute(const pofa_weights& w, const PreparedWeights* /*unused: K-group for
 }  // namespace
 
 const Kernel& kernel_avx2() {
-    static const Kernel k{group_layout_bytes, pack_u8_portable, quantize_pack_portable, nullptr, group_layout_offset,
+    static const Kernel k{packed_bytes, pack_u8_portable, quantize_pack_portable, nullptr, group_layout_offset,
                           compute};
     return k;
 }

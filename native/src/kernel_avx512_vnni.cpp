@@ -110,7 +110,7 @@ std::unique_ptr<PreparedWeights> prepare_blocks_avx512(const pofa_weights& w) {
     return p;
 }
 
-bool is_blocks_form(const PreparedWeights* form) { return dynamic_cast<const BlockWeights*>(form) != nullptr; }
+bool is_blocks_form(const PreparedWeights& form) { return dynamic_cast<const BlockWeights*>(&form) != nullptr; }
 
 namespace {
 
@@ -133,11 +133,8 @@ void block_tokens(const BlockWeights& p, int32_t first, int32_t end, const uint8
     for (int t = 0; t < 16; ++t) _mm512_store_si512(out + 16 * t, acc[t]);
 }
 
-}  // namespace
-
-void compute_blocks_avx512(const pofa_weights& w, const PreparedWeights* form, const Activations& a, const Output& o,
-                           int64_t rb_begin, int64_t rb_end) {
-    const auto& p = static_cast<const BlockWeights&>(*form);
+void compute_blocks(const pofa_weights& w, const BlockWeights& p, const Activations& a, const Output& o,
+                    int64_t rb_begin, int64_t rb_end) {
     const int32_t groups = col_groups(w.cols);
     alignas(64) int32_t sums[16 * 16];
     for (int64_t t0 = 0; t0 < a.padded; t0 += kMaxTile) {
@@ -156,12 +153,10 @@ void compute_blocks_avx512(const pofa_weights& w, const PreparedWeights* form, c
     }
 }
 
-namespace {
-
 void compute(const pofa_weights& w, const PreparedWeights* prepared, const Activations& a, const Output& o,
              int64_t rb_begin, int64_t rb_end) {
-    if (prepared != nullptr) {
-        compute_blocks_avx512(w, prepared, a, o, rb_begin, rb_end);
+    if (prepared != nullptr) {  // the blocks form (the only one this path prepares)
+        compute_blocks(w, static_cast<const BlockWeights&>(*prepared), a, o, rb_begin, rb_end);
         return;
     }
     // One token block's activations (64 x K bytes) stay in L1/L2 while every row of the range is swept.
@@ -175,10 +170,8 @@ void compute(const pofa_weights& w, const PreparedWeights* prepared, const Activ
     }
 }
 
-}  // namespace
-
-void quantize_pack_groups_avx512(const PreparedWeights* /*form*/, const float* x, int64_t tokens, int32_t cols,
-                                 float scale, int32_t zero_point, uint8_t* x4, int64_t t_begin, int64_t t_end) {
+void quantize_pack(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point, uint8_t* x4,
+                   int64_t t_begin, int64_t t_end) {
     const int64_t padded = padded_tokens(tokens);
     const int32_t groups = col_groups(cols);
     const Quantizer16 quantize(scale, zero_point);
@@ -209,9 +202,11 @@ void quantize_pack_groups_avx512(const PreparedWeights* /*form*/, const float* x
     }
 }
 
+}  // namespace
+
 const Kernel& kernel_avx512_vnni() {
-    static const Kernel k{group_layout_bytes, pack_u8_portable, quantize_pack_groups_avx512, prepare_blocks_avx512,
-                          group_layout_offset, compute};
+    static const Kernel k{packed_bytes, pack_u8_portable, quantize_pack, prepare_blocks_avx512, group_layout_offset,
+                          compute};
     return k;
 }
 

@@ -80,20 +80,21 @@ public:
 
     bool evaluate(ov::TensorVector& outputs, const ov::TensorVector& inputs) const override {
         const int isa = resolve_isa(POFA_ISA_AUTO);  // per call, so $PRUNEOFA_SPARSE_ISA can switch paths
-        const Kernel* kernel = kernel_for(isa);
-        if (kernel == nullptr) {
+        const Kernel* path = kernel_for(isa);
+        if (path == nullptr) {
             throw std::runtime_error("pruneofa SparseInt8Linear: $PRUNEOFA_SPARSE_ISA names a path this CPU cannot "
                                      "run (use scalar, avx2, avx512_vnni or amx, or unset it)");
         }
         const pofa_weights& w = weights(inputs[1]);
-        const PreparedWeights* form = prepared_form(*kernel, isa, w);
+        const PreparedWeights* form = prepared_form(*path, isa, w);
+        const Kernel* kernel = &kernel_for_form(*path, form);
         const ov::Shape in_shape = inputs[0].get_shape();
         ov::Shape out_shape = in_shape;
         out_shape.back() = static_cast<size_t>(rows_);
         outputs[0].set_shape(out_shape);
         const int64_t tokens = static_cast<int64_t>(ov::shape_size(in_shape) / static_cast<size_t>(cols_));
         if (tokens == 0) return true;
-        const size_t bytes = kernel->activation_bytes(form, tokens, w.cols) + 64;
+        const size_t bytes = kernel->activation_bytes(tokens, w.cols) + 64;
         const float* x = inputs[0].data<const float>();
         const Output o{nullptr, outputs[0].data<float>(), inputs[2].data<const float>(), inputs[3].data<const float>(),
                        static_cast<int>(activation_)};
@@ -101,12 +102,12 @@ public:
         // Quantized once, token ranges in parallel, then shared by every thread's rows. (Measured, idle, amx path:
         // each thread quantizing the whole input itself to save this fork/join was 5% slower at batch 1.)
         uint8_t* x4 = zeroed_scratch(bytes);  // the calling (stream) thread's, shared by the workers below
-        if (kernel->token_block_offset(form, 0, w.cols) >= 0) {
+        if (kernel->token_block_offset != nullptr) {
             split_tokens(*kernel, form, w, x, tokens, x4, o);
             return true;
         }
         ov::parallel_nt(0, [&](const int ithr, const int nthr) {
-            kernel->quantize_pack(form, x, tokens, w.cols, x_scale_, static_cast<int32_t>(x_zero_point_), x4,
+            kernel->quantize_pack(x, tokens, w.cols, x_scale_, static_cast<int32_t>(x_zero_point_), x4,
                                   tokens * ithr / nthr, tokens * (ithr + 1) / nthr);
         });
         const Activations a{x4, tokens, padded_tokens(tokens)};
@@ -130,9 +131,9 @@ private:
             const int64_t first = token_blocks * ithr / nthr, last = token_blocks * (ithr + 1) / nthr;
             if (first >= last) return;
             const int64_t t_begin = first * kMaxTile, t_end = std::min(tokens, last * kMaxTile);
-            kernel.quantize_pack(form, x, tokens, w.cols, x_scale_, static_cast<int32_t>(x_zero_point_), x4, t_begin,
+            kernel.quantize_pack(x, tokens, w.cols, x_scale_, static_cast<int32_t>(x_zero_point_), x4, t_begin,
                                  t_end);
-            const Activations range{x4 + kernel.token_block_offset(form, t_begin, w.cols), t_end - t_begin,
+            const Activations range{x4 + kernel.token_block_offset(t_begin, w.cols), t_end - t_begin,
                                     std::min(padded, last * kMaxTile) - t_begin};
             Output out = o;
             out.f32 += t_begin * w.rows;

@@ -15,16 +15,11 @@ uint8_t quantize_one(float x, float scale, int32_t zero_point) {
     return static_cast<uint8_t>(std::min(255.0f, std::max(0.0f, q)));
 }
 
-size_t group_layout_bytes(const PreparedWeights* /*form*/, int64_t tokens, int32_t cols) {
-    return packed_bytes(tokens, cols);
-}
-
-int64_t group_layout_offset(const PreparedWeights* /*form*/, int64_t t, int32_t cols) {
+int64_t group_layout_offset(int64_t t, int32_t cols) {
     return t * col_groups(cols) * 4;  // token blocks are contiguous, [groups][width][4] each
 }
 
-void pack_u8_portable(const PreparedWeights* /*form*/, const uint8_t* x, int64_t tokens, int32_t cols,
-                      uint8_t* x4) {
+void pack_u8_portable(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4) {
     const int64_t padded = padded_tokens(tokens);
     const int32_t groups = col_groups(cols);
     std::memset(x4, 0, packed_bytes(tokens, cols));
@@ -38,8 +33,8 @@ void pack_u8_portable(const PreparedWeights* /*form*/, const uint8_t* x, int64_t
     }
 }
 
-void quantize_pack_portable(const PreparedWeights* /*form*/, const float* x, int64_t tokens, int32_t cols,
-                            float scale, int32_t zero_point, uint8_t* x4, int64_t t_begin, int64_t t_end) {
+void quantize_pack_portable(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point,
+                            uint8_t* x4, int64_t t_begin, int64_t t_end) {
     const int64_t padded = padded_tokens(tokens);
     const int32_t groups = col_groups(cols);
     for (int64_t t = t_begin; t < t_end; ++t) {
@@ -125,8 +120,8 @@ void compute_scalar(const pofa_weights& w, const PreparedWeights* /*unused: K-gr
 }  // namespace
 
 const Kernel& kernel_scalar() {
-    static const Kernel k{group_layout_bytes, pack_u8_portable, quantize_pack_portable, nullptr,
-                          group_layout_offset, compute_scalar};
+    static const Kernel k{packed_bytes, pack_u8_portable, quantize_pack_portable, nullptr, group_layout_offset,
+                          compute_scalar};
     return k;
 }
 
