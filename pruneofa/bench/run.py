@@ -268,8 +268,7 @@ def load_runners(
                     skipped[key] = f"unavailable: {problem}"
                 else:
                     hint = verified_precision(folder, OPENVINO_SPARSE)  # as for the int8 IR, by its own check
-                    sparse_form = bench_runners.load_openvino
-                    loaded[key] = sparse_form(
+                    loaded[key] = bench_runners.load_openvino(
                         folder, threads, cfg.streams, None, cpu, precision_hint=hint, engine=OPENVINO_SPARSE
                     )
             elif engine == "onnxruntime":

@@ -54,11 +54,7 @@ class GradualConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.initial <= self.target < 1.0:
             raise PruneofaError(f"--sparsity {self.target}: must be in [0, 1), e.g. 0.9 for 90% zeros")
-        if self.block < 1 or self.block_rows < 1:
-            raise PruneofaError(
-                f"--block {self.block} --block_rows {self.block_rows}: both must be >= 1 (1 = unstructured, "
-                "--block 4 = groups of 4 inputs)"
-            )
+        sparsity.check_block_shape(self.block, self.block_rows)
         if self.steps < 1 or self.prune_every < 1 or self.batch_size < 1:
             raise PruneofaError("--steps, --prune_every and --batch_size must be at least 1")
         if not 0.0 <= self.prune_start_fraction < self.prune_end_fraction <= 1.0:

@@ -84,11 +84,7 @@ class SparsifyConfig:
                 "--text_file: --method task distills on the task's own text and transfer set (--task_name, "
                 "--train_file); leave --text_file out"
             )
-        if self.block < 1 or self.block_rows < 1:
-            raise PruneofaError(
-                f"--block {self.block} --block_rows {self.block_rows}: both must be >= 1 (1 = unstructured, "
-                "--block 4 = groups of 4 inputs, --block_rows 16 --block 4 = the AMX kernel's blocks)"
-            )
+        sparsity.check_block_shape(self.block, self.block_rows)
         single = self.method == "obs" or (self.task is not None and self.task.pruner == "obs")
         if (self.block > 1 or self.block_rows > 1) and single:
             raise PruneofaError(

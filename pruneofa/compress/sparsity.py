@@ -116,13 +116,18 @@ def check_pattern(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
                 )
 
 
-def check_block(weight_shape: tuple[int, ...] | torch.Size, name: str, block: int, block_rows: int) -> None:
-    """A block of `block_rows` outputs x `block` inputs must tile the layer: say which option does not."""
+def check_block_shape(block: int, block_rows: int) -> None:
+    """A pruning block is `block_rows` outputs x `block` inputs, both at least 1."""
     if block < 1 or block_rows < 1:
         raise PruneofaError(
             f"--block {block} --block_rows {block_rows}: both must be >= 1 (1 = unstructured; --block 4 = groups of "
             "4 inputs; --block_rows 16 --block 4 = the AMX kernel's 16-output blocks)"
         )
+
+
+def check_block(weight_shape: tuple[int, ...] | torch.Size, name: str, block: int, block_rows: int) -> None:
+    """A block of `block_rows` outputs x `block` inputs must tile the layer: say which option does not."""
+    check_block_shape(block, block_rows)
     for flag, size, what in (("--block", block, weight_shape[-1]), ("--block_rows", block_rows, weight_shape[0])):
         if what % size:
             kind = "input" if flag == "--block" else "output"
