@@ -68,6 +68,18 @@ POFA_API int pofa_sparse_linear_act_f32(const pofa_weights* w, const float* x, i
                                         int32_t x_zero_point, const float* mult, const float* offset, float* out,
                                         int activation, int isa, int threads);
 
+/* Element types of the typed entry point below. */
+enum { POFA_TYPE_F32 = 0, POFA_TYPE_U8 = 2 };
+
+/* pofa_sparse_linear_act_f32 with the input's and the output's types chosen, as the OpenVINO op runs them:
+ * x f32 or u8 (already quantized: x_scale and x_zero_point are not used); out f32 or u8 (the result, after the
+ * activation, quantized as QuantizeLinear with out_scale and out_zero_point: the next layer's input; the float
+ * result rounds to an integer as x * (1 / out_scale), not exactly as the division at near-ties). */
+POFA_API int pofa_sparse_linear_typed(const pofa_weights* w, const void* x, int x_type, int64_t tokens, float x_scale,
+                                      int32_t x_zero_point, const float* mult, const float* offset, int activation,
+                                      void* out, int out_type, float out_scale, int32_t out_zero_point, int isa,
+                                      int threads);
+
 #ifdef __cplusplus
 }
 #endif

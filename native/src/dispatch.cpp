@@ -70,19 +70,15 @@ void parallel_rows(int64_t blocks, int threads, Body body) {
     for (auto& t : pool) t.join();
 }
 
-int run(const pofa_weights* w, const uint8_t* x_u8, const float* x_f32, int64_t tokens, float scale, int32_t zp,
-        const Output& out, int isa, int threads) {
+int run(const pofa_weights* w, const Input& x, int64_t tokens, float scale, int32_t zp, const Output& out, int isa,
+        int threads) {
     const Kernel* kernel = kernel_for(isa);
     if (kernel == nullptr || w == nullptr || tokens < 0 || !valid_weights(*w)) return -1;
     if (tokens == 0 || w->rows == 0) return 0;
     const std::unique_ptr<PreparedWeights> prepared = kernel->prepare ? kernel->prepare(*w) : nullptr;
     const Kernel& k = kernel_for_form(*kernel, prepared.get());
     std::vector<uint8_t> x4(k.activation_bytes(tokens, w->cols) + 64);
-    if (x_u8 != nullptr) {
-        k.pack_u8(x_u8, tokens, w->cols, x4.data());
-    } else {
-        k.quantize_pack(x_f32, tokens, w->cols, scale, zp, x4.data(), 0, tokens);  // x4 is zero-filled
-    }
+    pack_input(k, x, tokens, w->cols, scale, zp, x4.data(), 0, tokens);  // x4 is zero-filled
     const Activations a{x4.data(), tokens, padded_tokens(tokens)};
     parallel_rows(row_blocks(*w), threads, [&](int64_t b, int64_t e) { k.compute(*w, prepared.get(), a, out, b, e); });
     return 0;
@@ -144,7 +140,8 @@ int pofa_isa_selected(void) {
 
 int pofa_sparse_gemm_s32(const pofa_weights* w, const uint8_t* x, int64_t tokens, int32_t* out, int isa,
                          int threads) {
-    return pofa::run(w, x, nullptr, tokens, 1.0f, 0, pofa::Output{out, nullptr, nullptr, nullptr}, isa, threads);
+    return pofa::run(w, pofa::Input{x, nullptr}, tokens, 1.0f, 0, pofa::Output{out, nullptr, nullptr, nullptr},
+                     isa, threads);
 }
 
 int pofa_sparse_linear_act_f32(const pofa_weights* w, const float* x, int64_t tokens, float x_scale,
@@ -152,8 +149,34 @@ int pofa_sparse_linear_act_f32(const pofa_weights* w, const float* x, int64_t to
                                int activation, int isa, int threads) {
     if (x_scale <= 0.0f || mult == nullptr || offset == nullptr) return -1;
     if (activation != POFA_ACT_NONE && activation != POFA_ACT_GELU) return -1;
-    return pofa::run(w, nullptr, x, tokens, x_scale, x_zero_point,
+    return pofa::run(w, pofa::Input{nullptr, x}, tokens, x_scale, x_zero_point,
                      pofa::Output{nullptr, out, mult, offset, activation}, isa, threads);
+}
+
+int pofa_sparse_linear_typed(const pofa_weights* w, const void* x, int x_type, int64_t tokens, float x_scale,
+                             int32_t x_zero_point, const float* mult, const float* offset, int activation, void* out,
+                             int out_type, float out_scale, int32_t out_zero_point, int isa, int threads) {
+    if (x == nullptr || out == nullptr || mult == nullptr || offset == nullptr) return -1;
+    if (activation != POFA_ACT_NONE && activation != POFA_ACT_GELU) return -1;
+    pofa::Input in{nullptr, nullptr};
+    switch (x_type) {
+        case POFA_TYPE_F32: in.f32 = static_cast<const float*>(x); break;
+        case POFA_TYPE_U8: in.u8 = static_cast<const uint8_t*>(x); break;
+        default: return -1;
+    }
+    if (x_type != POFA_TYPE_U8 && x_scale <= 0.0f) return -1;
+    pofa::Output o{nullptr, nullptr, mult, offset, activation};
+    switch (out_type) {
+        case POFA_TYPE_F32: o.f32 = static_cast<float*>(out); break;
+        case POFA_TYPE_U8:
+            if (out_scale <= 0.0f || out_zero_point < 0 || out_zero_point > 255) return -1;
+            o.u8 = static_cast<uint8_t*>(out);
+            o.out_scale = out_scale;
+            o.out_zero_point = out_zero_point;
+            break;
+        default: return -1;
+    }
+    return pofa::run(w, in, tokens, x_scale, x_zero_point, o, isa, threads);
 }
 
 int pofa_sparse_linear_f32(const pofa_weights* w, const float* x, int64_t tokens, float x_scale, int32_t x_zero_point,

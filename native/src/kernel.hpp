@@ -43,14 +43,29 @@ struct Activations {
     int64_t padded;  // padded_tokens(tokens)
 };
 
-// Where results go: int32 (mult == nullptr) or f32 = act(acc * mult[n] + offset[n]); row-major [tokens, rows].
+// Where results go: int32 (mult == nullptr) or y = act(acc * mult[n] + offset[n]) as f32, or quantized to u8 as
+// QuantizeLinear(y, out_scale, out_zero_point) (the next layer's input, when that layer is its only reader: the
+// FFN's first Linear feeding its second); row-major [tokens, ld]. An output may
+// hold a range of the layer's rows only (the op that computes query, key and value writes each to its own
+// tensor): row n goes to column n - first_row.
 struct Output {
     int32_t* s32;
     float* f32;
     const float* mult;
     const float* offset;
-    int activation = POFA_ACT_NONE;  // f32 only: POFA_ACT_GELU applies 0.5 y (1 + erf(y / sqrt 2))
+    int activation = POFA_ACT_NONE;  // not for s32: POFA_ACT_GELU applies 0.5 y (1 + erf(y / sqrt 2))
+    uint8_t* u8 = nullptr;
+    float out_scale = 1.0f;
+    int32_t out_zero_point = 0;
+    int64_t ld = 0;  // elements from one token's outputs to the next; 0: the layer's rows
+    int32_t first_row = 0;
 };
+
+// Index of (token t, row n) in `o`, for a layer of `rows` outputs.
+inline int64_t output_index(const Output& o, int64_t t, int32_t n, int32_t rows) {
+    return t * (o.ld > 0 ? o.ld : rows) + (n - o.first_row);
+}
+
 
 // A path's own form of a layer's weights, built once per layer (the AMX path's compressed tiles); the K-group
 // paths read pofa_weights as they are and need none.
@@ -61,9 +76,11 @@ struct PreparedWeights {
 struct Kernel {
     // Bytes of this path's activation layout (the K-group paths: packed_bytes; AMX: token-major rows).
     size_t (*activation_bytes)(int64_t tokens, int32_t cols);
-    void (*pack_u8)(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4);
+    // Tokens [t_begin, t_end) of u8 activations (already quantized) into the layout, as quantize_pack.
+    void (*pack_u8)(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4, int64_t t_begin, int64_t t_end);
     // Tokens [t_begin, t_end) of x, quantized as QuantizeLinear, into the layout `x4`, which the caller has
-    // zero-filled (the padding stays 0); disjoint token ranges can be written in parallel.
+    // zero-filled (the padding stays 0); disjoint token ranges can be written in parallel. t_begin must be a
+    // multiple of kTokenAlign, and t_end too unless it is `tokens` (the K-group layouts write 16 tokens at once).
     void (*quantize_pack)(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point,
                           uint8_t* x4, int64_t t_begin, int64_t t_end);
     // nullptr where the path computes from pofa_weights directly.
@@ -76,6 +93,22 @@ struct Kernel {
     void (*compute)(const pofa_weights& w, const PreparedWeights* prepared, const Activations& a, const Output& o,
                     int64_t rb_begin, int64_t rb_end);
 };
+
+// A layer's input: u8 activations as they are (already quantized), or f32 ones to quantize (exactly one set).
+struct Input {
+    const uint8_t* u8;
+    const float* f32;
+};
+
+// Tokens [t_begin, t_end) of x into `kernel`'s layout (quantize_pack's contract on the range).
+inline void pack_input(const Kernel& kernel, const Input& x, int64_t tokens, int32_t cols, float scale,
+                       int32_t zero_point, uint8_t* x4, int64_t t_begin, int64_t t_end) {
+    if (x.u8 != nullptr) {
+        kernel.pack_u8(x.u8, tokens, cols, x4, t_begin, t_end);
+    } else {
+        kernel.quantize_pack(x.f32, tokens, cols, scale, zero_point, x4, t_begin, t_end);
+    }
+}
 
 const Kernel& kernel_scalar();
 const Kernel& kernel_avx2();
@@ -112,7 +145,7 @@ bool valid_weights(const pofa_weights& w);
 
 // Portable pieces the ISA kernels share (the K-group activation layout).
 int64_t group_layout_offset(int64_t t, int32_t cols);
-void pack_u8_portable(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4);
+void pack_u8_portable(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4, int64_t t_begin, int64_t t_end);
 void quantize_pack_portable(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point,
                             uint8_t* x4, int64_t t_begin, int64_t t_end);
 uint8_t quantize_one(float x, float scale, int32_t zero_point);

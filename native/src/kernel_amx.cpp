@@ -203,29 +203,33 @@ size_t activation_bytes(int64_t tokens, int32_t cols) {
     return static_cast<size_t>(padded_tokens(tokens)) * static_cast<size_t>(row_stride(cols));
 }
 
-void pack_u8(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4) {
-    const int64_t stride = row_stride(cols);
-    std::memset(x4, 0, activation_bytes(tokens, cols));
-    for (int64_t t = 0; t < tokens; ++t) std::memcpy(x4 + t * stride, x + t * cols, static_cast<size_t>(cols));
-}
-
-void quantize_pack(const float* x, int64_t /*tokens*/, int32_t cols, float scale, int32_t zero_point, uint8_t* x4,
-                   int64_t t_begin, int64_t t_end) {
+// Quantized (f32) or as they are (u8).
+template <typename In>
+void quantize_pack_any(const In* x, int64_t /*tokens*/, int32_t cols, float scale, int32_t zero_point, uint8_t* x4,
+                       int64_t t_begin, int64_t t_end) {
     const int64_t stride = row_stride(cols);
     const Quantizer16 quantize(scale, zero_point);
     for (int64_t t = t_begin; t < t_end; ++t) {
-        const float* row = x + t * cols;
+        const In* row = x + t * cols;
         uint8_t* dst = x4 + t * stride;
         int32_t k = 0;
         for (; k + 16 <= cols; k += 16) {  // whole vectors: a plain 16-byte store (a masked vpmovdb to memory is slow)
-            const __m512i q = quantize(_mm512_loadu_ps(row + k), static_cast<__mmask16>(0xFFFF));
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + k), _mm512_cvtepi32_epi8(q));
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + k), quantized16(quantize, row + k, kAllLanes));
         }
         if (k < cols) {
             const __mmask16 mask = static_cast<__mmask16>((1u << (cols - k)) - 1u);
-            _mm512_mask_cvtepi32_storeu_epi8(dst + k, mask, quantize(_mm512_maskz_loadu_ps(mask, row + k), mask));
+            _mm_mask_storeu_epi8(dst + k, mask, quantized16(quantize, row + k, mask));
         }
     }
+}
+
+void quantize_pack(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point, uint8_t* x4,
+                   int64_t t_begin, int64_t t_end) {
+    quantize_pack_any(x, tokens, cols, scale, zero_point, x4, t_begin, t_end);
+}
+
+void pack_u8(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4, int64_t t_begin, int64_t t_end) {
+    quantize_pack_any(x, tokens, cols, 1.0f, 0, x4, t_begin, t_end);
 }
 
 }  // namespace

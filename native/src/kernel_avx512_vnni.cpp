@@ -170,43 +170,90 @@ void compute(const pofa_weights& w, const PreparedWeights* prepared, const Activ
     }
 }
 
+// One token's values [k, k + n) (n <= 64) as u8 in one register, byte j = value k + j (0 past n).
+template <typename In>
+inline __m512i row64(const Quantizer16& quantize, const In* row, int32_t n) {
+    const auto lanes = [n](int part) {
+        const int left = std::max(0, std::min(16, n - 16 * part));
+        return static_cast<__mmask16>((1u << left) - 1u);
+    };
+    __m512i out = _mm512_castsi128_si512(quantized16(quantize, row, lanes(0)));
+    out = _mm512_inserti32x4(out, quantized16(quantize, row + 16, lanes(1)), 1);
+    out = _mm512_inserti32x4(out, quantized16(quantize, row + 32, lanes(2)), 2);
+    return _mm512_inserti32x4(out, quantized16(quantize, row + 48, lanes(3)), 3);
+}
+inline __m512i row64(const Quantizer16& /*unused*/, const uint8_t* row, int32_t n) {
+    return _mm512_maskz_loadu_epi8(n >= 64 ? ~__mmask64{0} : (__mmask64{1} << n) - 1, row);
+}
+
+// r[i] = 16 dwords of token i -> r[j] = dword j of the 16 tokens (a 16 x 16 transpose of 4-byte elements).
+inline void transpose16(__m512i r[16]) {
+    __m512i a[16], b[16];
+    for (int i = 0; i < 8; ++i) {  // within 128-bit lanes: token pairs interleaved
+        a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; ++i) {  // b[4i + d], lane L: tokens 4i..4i+3 of dword 4L + d
+        b[4 * i] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
+        b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
+        b[4 * i + 2] = _mm512_unpacklo_epi64(a[4 * i + 1], a[4 * i + 3]);
+        b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
+    }
+    for (int d = 0; d < 4; ++d) {  // dword 4L + d, lane M = b[4M + d] lane L: a 4 x 4 transpose of lanes
+        const __m512i c0 = _mm512_shuffle_i32x4(b[d], b[4 + d], 0x44), c1 = _mm512_shuffle_i32x4(b[d], b[4 + d], 0xEE);
+        const __m512i c2 = _mm512_shuffle_i32x4(b[8 + d], b[12 + d], 0x44);
+        const __m512i c3 = _mm512_shuffle_i32x4(b[8 + d], b[12 + d], 0xEE);
+        r[d] = _mm512_shuffle_i32x4(c0, c2, 0x88);
+        r[4 + d] = _mm512_shuffle_i32x4(c0, c2, 0xDD);
+        r[8 + d] = _mm512_shuffle_i32x4(c1, c3, 0x88);
+        r[12 + d] = _mm512_shuffle_i32x4(c1, c3, 0xDD);
+    }
+}
+
+// Tokens t..t+15 (t a multiple of 16; those at or past `tokens` are padding: 0) into the layout: 16 groups at a
+// time, transposed in registers so that each group's 16 tokens go out as one whole 64-byte line (writing each
+// token's 4 bytes of a group on its own touched 16 lines per 64 bytes: most of this pass's time when the input is
+// already u8, the FFN's second Linear).
+template <typename In>
+void pack_16_tokens(const Quantizer16& quantize, const In* x, int64_t tokens, int32_t cols, uint8_t* x4,
+                    int64_t padded, int64_t t) {
+    const int32_t groups = col_groups(cols);
+    uint8_t* dst = x4 + packed_offset(t, 0, groups, padded);
+    const int64_t step = block_width(padded, t / kMaxTile * kMaxTile) * 4;
+    __m512i r[16];
+    for (int32_t g = 0; g < groups; g += 16) {
+        const int32_t n = std::min(64, cols - 4 * g);
+        for (int i = 0; i < 16; ++i) {
+            r[i] = t + i < tokens ? row64(quantize, x + (t + i) * cols + 4 * g, n) : _mm512_setzero_si512();
+        }
+        transpose16(r);
+        for (int j = 0; j < 16 && g + j < groups; ++j) _mm512_storeu_si512(dst + (g + j) * step, r[j]);
+    }
+}
+
+// Quantized (f32) or as they are (u8), 16 tokens at a time (Kernel's contract: t_begin is a multiple of
+// kTokenAlign, and so is t_end unless it is `tokens`: no two ranges share a chunk).
+template <typename In>
+void quantize_pack_any(const In* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point, uint8_t* x4,
+                       int64_t t_begin, int64_t t_end) {
+    const Quantizer16 quantize(scale, zero_point);
+    const int64_t padded = padded_tokens(tokens);
+    for (int64_t t = t_begin; t < t_end; t += 16) pack_16_tokens(quantize, x, tokens, cols, x4, padded, t);
+}
+
 void quantize_pack(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point, uint8_t* x4,
                    int64_t t_begin, int64_t t_end) {
-    const int64_t padded = padded_tokens(tokens);
-    const int32_t groups = col_groups(cols);
-    const Quantizer16 quantize(scale, zero_point);
-    for (int64_t t = t_begin; t < t_end; ++t) {
-        const float* row = x + t * cols;
-        // Token t's group g is at dst + g * step (its token block's [groups][width][4] bytes): computed once per
-        // token, not per group (per-group offsets made this 12% of a whole-model profile of block-sparse BERT-base).
-        uint8_t* dst = x4 + packed_offset(t, 0, groups, padded);
-        const int64_t step = block_width(padded, t / kMaxTile * kMaxTile) * 4;
-        int32_t k = 0;
-        for (; k + 16 <= cols; k += 16, dst += 4 * step) {
-            const __m128i q = _mm512_cvtepi32_epi8(quantize(_mm512_loadu_ps(row + k), static_cast<__mmask16>(0xFFFF)));
-            const int32_t g0 = _mm_cvtsi128_si32(q), g1 = _mm_extract_epi32(q, 1), g2 = _mm_extract_epi32(q, 2),
-                          g3 = _mm_extract_epi32(q, 3);
-            std::memcpy(dst, &g0, 4);
-            std::memcpy(dst + step, &g1, 4);
-            std::memcpy(dst + 2 * step, &g2, 4);
-            std::memcpy(dst + 3 * step, &g3, 4);
-        }
-        if (k < cols) {
-            const int n = cols - k;
-            const __mmask16 mask = static_cast<__mmask16>((1u << n) - 1u);
-            alignas(16) uint32_t last[4];
-            _mm_store_si128(reinterpret_cast<__m128i*>(last),
-                            _mm512_cvtepi32_epi8(quantize(_mm512_maskz_loadu_ps(mask, row + k), mask)));
-            for (int g = 0; g < (n + 3) / 4; ++g) std::memcpy(dst + g * step, &last[g], 4);
-        }
-    }
+    quantize_pack_any(x, tokens, cols, scale, zero_point, x4, t_begin, t_end);
+}
+
+void pack_u8(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4, int64_t t_begin, int64_t t_end) {
+    quantize_pack_any(x, tokens, cols, 1.0f, 0, x4, t_begin, t_end);
 }
 
 }  // namespace
 
 const Kernel& kernel_avx512_vnni() {
-    static const Kernel k{packed_bytes, pack_u8_portable, quantize_pack, prepare_blocks_avx512, group_layout_offset,
-                          compute};
+    static const Kernel k{packed_bytes, pack_u8, quantize_pack, prepare_blocks_avx512, group_layout_offset, compute};
     return k;
 }
 

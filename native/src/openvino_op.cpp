@@ -4,12 +4,17 @@
 // inside the plugin's thread arena and its INFERENCE_NUM_THREADS). The ONNX frontend maps the custom-domain node
 // `ai.pruneofa.SparseInt8Linear` to it, so `core.add_extension(lib); core.read_model("model.sparse.onnx")` works.
 //
-// Inputs: 0 x f32 [..., cols]; 1 packed weights u8 (row_ptr int32 [rows + 1] | values int32 [G] | groups uint16
-// [G], G = row_ptr[rows]); 2 mult f32 [rows]; 3 offset f32 [rows]. Attributes: rows, cols, x_scale,
+// Inputs: 0 x f32 or u8 [..., cols] (u8: already quantized, as the op before it wrote it; x_scale and
+// x_zero_point then unused); 1 packed weights u8 (row_ptr int32 [rows + 1] | values int32 [G] | groups
+// uint16 [G], G = row_ptr[rows]); 2 mult f32 [rows]; 3 offset f32 [rows]. Attributes: rows, cols, x_scale,
 // x_zero_point, activation (optional: 0 none, 1 GELU, fused into the epilogue so the FFN's GELU is not a
 // separate pass over the f32 output, as OpenVINO fuses it into its own FullyConnected), linears (optional, default
 // 1: how many of the model's Linears the op computes, e.g. 3 when attention's query, key and value, which read one
-// quantized input, are merged into one op; bookkeeping only). Output: f32 [..., rows].
+// quantized input, are merged into one op; bookkeeping only), splits (optional: the rows of each output, e.g.
+// query, key and value each in its own output, so no Split copies them; all but the last a multiple of 16),
+// output_type (optional: "f32", the default, or "u8" = quantized with out_scale and out_zero_point as the next
+// op's input, when that op is its only reader: the FFN's first Linear feeding its second, one byte per value
+// instead of four and no second quantizing pass). Outputs: [..., rows] (or [..., splits[i]]), of output_type.
 // See pruneofa_sparse.h for the arithmetic.
 #include <array>
 #include <cstring>
@@ -36,34 +41,65 @@ public:
     OPENVINO_OP("SparseInt8Linear", "pruneofa");
 
     SparseInt8Linear() = default;
+    struct Options {
+        int64_t activation = POFA_ACT_NONE;  // absent from files written before it existed: none
+        int64_t linears = 1;
+        std::vector<int64_t> splits;  // empty: one output of all rows
+        std::string output_type;      // empty: f32
+        float out_scale = 0.0f;
+        int64_t out_zero_point = 0;
+    };
+
     SparseInt8Linear(const ov::OutputVector& args, int64_t rows, int64_t cols, float x_scale, int64_t x_zero_point,
-                     int64_t activation, int64_t linears)
+                     Options options)
         : Op(args),
           rows_(rows),
           cols_(cols),
           x_scale_(x_scale),
           x_zero_point_(x_zero_point),
-          activation_(activation),
-          linears_(linears) {
+          options_(std::move(options)) {
         constructor_validate_and_infer_types();
     }
 
     void validate_and_infer_types() override {
         NODE_VALIDATION_CHECK(this, get_input_size() == 4, "SparseInt8Linear takes 4 inputs, got ", get_input_size());
         NODE_VALIDATION_CHECK(this, get_input_element_type(1) == ov::element::u8, "packed weights must be u8");
-        NODE_VALIDATION_CHECK(this, activation_ == POFA_ACT_NONE || activation_ == POFA_ACT_GELU,
-                              "activation must be 0 (none) or 1 (gelu), got ", activation_);
-        ov::PartialShape shape = get_input_partial_shape(0);
-        if (shape.rank().is_static() && shape.rank().get_length() >= 1) {
-            const auto last = shape.rank().get_length() - 1;
-            NODE_VALIDATION_CHECK(this, shape[last].compatible(cols_), "input's last dim must be cols=", cols_);
-            shape[last] = rows_;
+        NODE_VALIDATION_CHECK(this, options_.activation == POFA_ACT_NONE || options_.activation == POFA_ACT_GELU,
+                              "activation must be 0 (none) or 1 (gelu), got ", options_.activation);
+        const ov::element::Type type = get_input_element_type(0);
+        NODE_VALIDATION_CHECK(
+            this, type == ov::element::f32 || type == ov::element::u8 || type.is_dynamic(),
+            "input must be f32 or u8, got ", type);
+        const ov::element::Type out_type = output_type();
+        NODE_VALIDATION_CHECK(this, out_type != ov::element::dynamic, "output_type must be f32 or u8, got '",
+                              options_.output_type, "'");
+        NODE_VALIDATION_CHECK(this,
+                              out_type != ov::element::u8 ||
+                                  (options_.out_scale > 0.0f && options_.out_zero_point >= 0 &&
+                                   options_.out_zero_point <= 255),
+                              "a u8 output needs out_scale > 0 and out_zero_point in 0..255");
+        const std::vector<int64_t> parts = output_rows();
+        int64_t total = 0;
+        for (size_t i = 0; i < parts.size(); ++i) {
+            NODE_VALIDATION_CHECK(this, parts[i] > 0 && (i + 1 == parts.size() || parts[i] % kRowBlock == 0),
+                                  "splits must be positive and, but for the last, multiples of ", kRowBlock);
+            total += parts[i];
         }
-        set_output_type(0, ov::element::f32, shape);
+        NODE_VALIDATION_CHECK(this, total == rows_, "splits must add up to rows=", rows_);
+        set_output_size(parts.size());
+        for (size_t i = 0; i < parts.size(); ++i) {
+            ov::PartialShape shape = get_input_partial_shape(0);
+            if (shape.rank().is_static() && shape.rank().get_length() >= 1) {
+                const auto last = shape.rank().get_length() - 1;
+                NODE_VALIDATION_CHECK(this, shape[last].compatible(cols_), "input's last dim must be cols=", cols_);
+                shape[last] = parts[i];
+            }
+            set_output_type(i, out_type, shape);
+        }
     }
 
     std::shared_ptr<ov::Node> clone_with_new_inputs(const ov::OutputVector& args) const override {
-        return std::make_shared<SparseInt8Linear>(args, rows_, cols_, x_scale_, x_zero_point_, activation_, linears_);
+        return std::make_shared<SparseInt8Linear>(args, rows_, cols_, x_scale_, x_zero_point_, options_);
     }
 
     bool visit_attributes(ov::AttributeVisitor& visitor) override {
@@ -71,8 +107,12 @@ public:
         visitor.on_attribute("cols", cols_);
         visitor.on_attribute("x_scale", x_scale_);
         visitor.on_attribute("x_zero_point", x_zero_point_);
-        visitor.on_attribute("activation", activation_);
-        visitor.on_attribute("linears", linears_);
+        visitor.on_attribute("activation", options_.activation);
+        visitor.on_attribute("linears", options_.linears);
+        visitor.on_attribute("splits", options_.splits);
+        visitor.on_attribute("output_type", options_.output_type);
+        visitor.on_attribute("out_scale", options_.out_scale);
+        visitor.on_attribute("out_zero_point", options_.out_zero_point);
         return true;
     }
 
@@ -89,55 +129,108 @@ public:
         const PreparedWeights* form = prepared_form(*path, isa, w);
         const Kernel* kernel = &kernel_for_form(*path, form);
         const ov::Shape in_shape = inputs[0].get_shape();
-        ov::Shape out_shape = in_shape;
-        out_shape.back() = static_cast<size_t>(rows_);
-        outputs[0].set_shape(out_shape);
+        const ov::element::Type in_type = inputs[0].get_element_type();
+        const ov::element::Type out_type = outputs[0].get_element_type();
+        const std::vector<int64_t> parts = output_rows();
+        std::vector<Output> outs;
+        int32_t first_row = 0;
+        for (size_t i = 0; i < parts.size(); ++i) {
+            ov::Shape out_shape = in_shape;
+            out_shape.back() = static_cast<size_t>(parts[i]);
+            outputs[i].set_shape(out_shape);
+            Output o{nullptr, nullptr, inputs[2].data<const float>(), inputs[3].data<const float>(),
+                     static_cast<int>(options_.activation)};
+            if (out_type == ov::element::u8) {
+                o.u8 = static_cast<uint8_t*>(outputs[i].data());
+                o.out_scale = options_.out_scale;
+                o.out_zero_point = static_cast<int32_t>(options_.out_zero_point);
+            } else {
+                o.f32 = outputs[i].data<float>();
+            }
+            o.ld = parts[i];
+            o.first_row = first_row;
+            first_row += static_cast<int32_t>(parts[i]);
+            outs.push_back(o);
+        }
         const int64_t tokens = static_cast<int64_t>(ov::shape_size(in_shape) / static_cast<size_t>(cols_));
         if (tokens == 0) return true;
         const size_t bytes = kernel->activation_bytes(tokens, w.cols) + 64;
-        const float* x = inputs[0].data<const float>();
-        const Output o{nullptr, outputs[0].data<float>(), inputs[2].data<const float>(), inputs[3].data<const float>(),
-                       static_cast<int>(activation_)};
+        Input x{nullptr, nullptr};  // {u8, f32}
+        if (in_type == ov::element::u8) {
+            x.u8 = static_cast<const uint8_t*>(inputs[0].data());
+        } else {
+            x.f32 = inputs[0].data<const float>();
+        }
         const int64_t blocks = row_blocks(w);
         // Quantized once, token ranges in parallel, then shared by every thread's rows. (Measured, idle, amx path:
         // each thread quantizing the whole input itself to save this fork/join was 5% slower at batch 1.)
         uint8_t* x4 = zeroed_scratch(bytes);  // the calling (stream) thread's, shared by the workers below
         if (kernel->token_block_offset != nullptr) {
-            split_tokens(*kernel, form, w, x, tokens, x4, o);
+            split_tokens(*kernel, form, w, x, tokens, x4, outs);
             return true;
         }
-        ov::parallel_nt(0, [&](const int ithr, const int nthr) {
-            kernel->quantize_pack(x, tokens, w.cols, x_scale_, static_cast<int32_t>(x_zero_point_), x4,
-                                  tokens * ithr / nthr, tokens * (ithr + 1) / nthr);
+        ov::parallel_nt(0, [&](const int ithr, const int nthr) {  // ranges of whole kTokenAlign chunks
+            const int64_t chunks = padded_tokens(tokens) / kTokenAlign;
+            const int64_t begin = std::min(tokens, chunks * ithr / nthr * kTokenAlign);
+            const int64_t end = std::min(tokens, chunks * (ithr + 1) / nthr * kTokenAlign);
+            if (begin < end) pack_input(*kernel, x, tokens, w.cols, x_scale_, zero_point(), x4, begin, end);
         });
         const Activations a{x4, tokens, padded_tokens(tokens)};
         // One contiguous range of row blocks per OpenVINO thread: a path's per-call set-up (AMX's tile
         // configuration, its expanded-weights buffer) is paid once per thread, not once per block.
         ov::parallel_nt(0, [&](const int ithr, const int nthr) {
-            const int64_t begin = blocks * ithr / nthr, end = blocks * (ithr + 1) / nthr;
-            if (begin < end) kernel->compute(w, form, a, o, begin, end);
+            compute_rows(*kernel, w, form, a, outs, blocks * ithr / nthr, blocks * (ithr + 1) / nthr);
         });
         return true;
     }
 
 private:
+
+    int32_t zero_point() const { return static_cast<int32_t>(x_zero_point_); }
+
+    std::vector<int64_t> output_rows() const {
+        return options_.splits.empty() ? std::vector<int64_t>{rows_} : options_.splits;
+    }
+
+    // The output_type attribute's type; dynamic when it names none of f32, u8.
+    ov::element::Type output_type() const {
+        const std::string& name = options_.output_type;
+        if (name.empty() || name == "f32") return ov::element::f32;
+        if (name == "u8") return ov::element::u8;
+        return ov::element::dynamic;
+    }
+
+
+    // Row blocks [begin, end) of the layer, each output's share of them into that output.
+    static void compute_rows(const Kernel& kernel, const pofa_weights& w, const PreparedWeights* form,
+                             const Activations& a, const std::vector<Output>& outs, int64_t begin, int64_t end) {
+        for (size_t i = 0; i < outs.size(); ++i) {
+            const int64_t first = outs[i].first_row / kRowBlock;
+            const int64_t last = i + 1 < outs.size() ? outs[i + 1].first_row / kRowBlock : row_blocks(w);
+            const int64_t from = std::max(begin, first), to = std::min(end, last);
+            if (from < to) kernel.compute(w, form, a, outs[i], from, to);
+        }
+    }
+
     // Each thread quantizes and multiplies its own blocks of kMaxTile tokens, all output rows: one fork/join per
     // call instead of two (quantize, then multiply), and no thread waits for another's quantized tokens.
-    void split_tokens(const Kernel& kernel, const PreparedWeights* form, const pofa_weights& w, const float* x,
-                      int64_t tokens, uint8_t* x4, const Output& o) const {
+    void split_tokens(const Kernel& kernel, const PreparedWeights* form, const pofa_weights& w, const Input& x,
+                      int64_t tokens, uint8_t* x4, const std::vector<Output>& outs) const {
         const int64_t padded = padded_tokens(tokens);
         const int64_t token_blocks = (padded + kMaxTile - 1) / kMaxTile;
         ov::parallel_nt(0, [&](const int ithr, const int nthr) {
             const int64_t first = token_blocks * ithr / nthr, last = token_blocks * (ithr + 1) / nthr;
             if (first >= last) return;
             const int64_t t_begin = first * kMaxTile, t_end = std::min(tokens, last * kMaxTile);
-            kernel.quantize_pack(x, tokens, w.cols, x_scale_, static_cast<int32_t>(x_zero_point_), x4, t_begin,
-                                 t_end);
+            pack_input(kernel, x, tokens, w.cols, x_scale_, zero_point(), x4, t_begin, t_end);
             const Activations range{x4 + kernel.token_block_offset(t_begin, w.cols), t_end - t_begin,
                                     std::min(padded, last * kMaxTile) - t_begin};
-            Output out = o;
-            out.f32 += t_begin * w.rows;
-            kernel.compute(w, form, range, out, 0, row_blocks(w));
+            std::vector<Output> mine = outs;  // the range's tokens as tokens 0.. of the layer
+            for (Output& o : mine) {
+                if (o.u8 != nullptr) o.u8 += t_begin * o.ld;
+                if (o.f32 != nullptr) o.f32 += t_begin * o.ld;
+            }
+            compute_rows(kernel, w, form, range, mine, 0, row_blocks(w));
         });
     }
 
@@ -205,8 +298,7 @@ private:
     int64_t cols_ = 0;
     float x_scale_ = 1.0f;
     int64_t x_zero_point_ = 0;
-    int64_t activation_ = POFA_ACT_NONE;  // absent from files written before it existed: none
-    int64_t linears_ = 1;
+    Options options_;
     std::shared_ptr<Prepared> prepared_ = std::make_shared<Prepared>();
 };
 
@@ -217,15 +309,21 @@ extern "C" POFA_API const char* pofa_openvino_built_with(void) { return POFA_OPE
 namespace {
 
 // The ONNX node -> the op. A conversion function rather than an attribute-mapping OpExtension, because the
-// `activation` and `linears` attributes are optional (files written before them have none) and a mapped attribute
+// attributes after x_zero_point are optional (files written before them have none) and a mapped attribute
 // is not.
 ov::OutputVector from_onnx(const ov::frontend::NodeContext& node) {
     ov::OutputVector inputs;
     for (size_t i = 0; i < node.get_input_size(); ++i) inputs.push_back(node.get_input(static_cast<int>(i)));
+    pofa::SparseInt8Linear::Options options;
+    options.activation = node.get_attribute<int64_t>("activation", int64_t{POFA_ACT_NONE});
+    options.linears = node.get_attribute<int64_t>("linears", 1);
+    options.splits = node.get_attribute<std::vector<int64_t>>("splits", std::vector<int64_t>{});
+    options.output_type = node.get_attribute<std::string>("output_type", std::string{});
+    options.out_scale = node.get_attribute<float>("out_scale", 0.0f);
+    options.out_zero_point = node.get_attribute<int64_t>("out_zero_point", int64_t{0});
     const auto op = std::make_shared<pofa::SparseInt8Linear>(
         inputs, node.get_attribute<int64_t>("rows"), node.get_attribute<int64_t>("cols"),
-        node.get_attribute<float>("x_scale"), node.get_attribute<int64_t>("x_zero_point"),
-        node.get_attribute<int64_t>("activation", int64_t{POFA_ACT_NONE}), node.get_attribute<int64_t>("linears", 1));
+        node.get_attribute<float>("x_scale"), node.get_attribute<int64_t>("x_zero_point"), std::move(options));
     return op->outputs();
 }
 

@@ -19,31 +19,31 @@ int64_t group_layout_offset(int64_t t, int32_t cols) {
     return t * col_groups(cols) * 4;  // token blocks are contiguous, [groups][width][4] each
 }
 
-void pack_u8_portable(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4) {
+namespace {
+
+// Tokens [t_begin, t_end) of x into the K-group layout, each value through `to_u8`.
+template <typename In, typename ToU8>
+void pack_any(const In* x, int64_t tokens, int32_t cols, uint8_t* x4, int64_t t_begin, int64_t t_end, ToU8 to_u8) {
     const int64_t padded = padded_tokens(tokens);
     const int32_t groups = col_groups(cols);
-    std::memset(x4, 0, packed_bytes(tokens, cols));
-    for (int64_t t = 0; t < tokens; ++t) {
-        const uint8_t* row = x + t * cols;
+    for (int64_t t = t_begin; t < t_end; ++t) {
+        const In* row = x + t * cols;
         for (int32_t g = 0; g < groups; ++g) {
-            const int32_t k = 4 * g;
-            const int n = std::min(4, cols - k);
-            std::memcpy(x4 + packed_offset(t, g, groups, padded), row + k, static_cast<size_t>(n));
+            uint8_t* dst = x4 + packed_offset(t, g, groups, padded);
+            for (int j = 0; j < 4 && 4 * g + j < cols; ++j) dst[j] = to_u8(row[4 * g + j]);
         }
     }
 }
 
+}  // namespace
+
+void pack_u8_portable(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4, int64_t t_begin, int64_t t_end) {
+    pack_any(x, tokens, cols, x4, t_begin, t_end, [](uint8_t v) { return v; });
+}
+
 void quantize_pack_portable(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point,
                             uint8_t* x4, int64_t t_begin, int64_t t_end) {
-    const int64_t padded = padded_tokens(tokens);
-    const int32_t groups = col_groups(cols);
-    for (int64_t t = t_begin; t < t_end; ++t) {
-        const float* row = x + t * cols;
-        for (int32_t g = 0; g < groups; ++g) {
-            uint8_t* dst = x4 + packed_offset(t, g, groups, padded);
-            for (int j = 0; j < 4 && 4 * g + j < cols; ++j) dst[j] = quantize_one(row[4 * g + j], scale, zero_point);
-        }
-    }
+    pack_any(x, tokens, cols, x4, t_begin, t_end, [=](float v) { return quantize_one(v, scale, zero_point); });
 }
 
 std::vector<std::vector<uint16_t>> block_groups(const pofa_weights& w) {
@@ -76,14 +76,19 @@ float gelu_scalar(float y) { return 0.5f * y * (1.0f + std::erf(y * 0.7071067811
 void store_tile_portable(const int32_t* tile, int32_t rows, int32_t n0, int nrows, int64_t t0, int ntok,
                          const Output& o) {
     for (int t = 0; t < ntok; ++t) {
-        const int64_t out_row = (t0 + t) * rows + n0;
+        const int64_t out_row = output_index(o, t0 + t, n0, rows);
         for (int r = 0; r < nrows; ++r) {
             const int32_t acc = tile[r * kMaxTile + t];
             if (o.mult == nullptr) {
                 o.s32[out_row + r] = acc;
+                continue;
+            }
+            float y = static_cast<float>(acc) * o.mult[n0 + r] + o.offset[n0 + r];
+            if (o.activation == POFA_ACT_GELU) y = gelu_scalar(y);
+            if (o.u8 != nullptr) {
+                o.u8[out_row + r] = quantize_one(y, o.out_scale, o.out_zero_point);
             } else {
-                const float y = static_cast<float>(acc) * o.mult[n0 + r] + o.offset[n0 + r];
-                o.f32[out_row + r] = o.activation == POFA_ACT_GELU ? gelu_scalar(y) : y;
+                o.f32[out_row + r] = y;
             }
         }
     }

@@ -1,5 +1,5 @@
 // Quantizing 16 floats as ONNX QuantizeLinear does, for the AVX-512 paths (include only from files compiled
-// with -mavx512f -mavx512bw). x / scale is computed as x * (1 / scale), which is several times cheaper than a
+// with -mavx512f -mavx512bw -mavx512vl). x / scale is computed as x * (1 / scale), which is several times cheaper than a
 // division; the two can round to different integers only when x / scale lies within a few ulp of a half
 // integer, so those (rare) lanes are recomputed with the exact division, keeping the result bit-exact.
 #pragma once
@@ -9,6 +9,8 @@
 #include <cstdint>
 
 namespace pofa {
+
+constexpr __mmask16 kAllLanes = 0xFFFF;
 
 struct Quantizer16 {
     __m512 scale, inverse, half, tolerance;
@@ -35,6 +37,24 @@ struct Quantizer16 {
             _mm512_cvtps_epi32(_mm512_roundscale_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)), zero_point);
         return _mm512_maskz_mov_epi32(mask, _mm512_min_epi32(_mm512_max_epi32(rounded, lo), hi));
     }
+
+    // The same without redoing the near-ties exactly: for a layer's own results (the epilogue's u8 output),
+    // which are float-rounded already, so a tie's exact rounding would not make them any closer to the QDQ graph.
+    __m512i approximate(__m512 x, __mmask16 mask) const {
+        const __m512i rounded = _mm512_add_epi32(
+            _mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_mul_ps(x, inverse), _MM_FROUND_TO_NEAREST_INT |
+                                                                                    _MM_FROUND_NO_EXC)),
+            zero_point);
+        return _mm512_maskz_mov_epi32(mask, _mm512_min_epi32(_mm512_max_epi32(rounded, lo), hi));
+    }
 };
+
+// 16 inputs (the lanes in `mask`; the others 0) as u8: f32 ones quantized, u8 ones as they are.
+inline __m128i quantized16(const Quantizer16& quantize, const float* p, __mmask16 mask) {
+    return _mm512_cvtepi32_epi8(quantize(_mm512_maskz_loadu_ps(mask, p), mask));
+}
+inline __m128i quantized16(const Quantizer16& /*unused*/, const uint8_t* p, __mmask16 mask) {
+    return _mm_maskz_loadu_epi8(mask, p);
+}
 
 }  // namespace pofa

@@ -1,5 +1,5 @@
 // The AVX-512 paths' epilogue for a tile computed outputs-by-tokens (include only from files compiled with
-// -mavx512f): tiles computed outputs-by-tokens (the K-group VNNI path: 16 output rows x up to 64 tokens) or
+// -mavx512f -mavx512bw -mavx512vl): tiles computed outputs-by-tokens (the K-group VNNI path: 16 output rows x up to 64 tokens) or
 // tokens-by-outputs (the blocks form and AMX's C tiles: tokens x 16 outputs).
 #pragma once
 
@@ -9,8 +9,18 @@
 
 #include "gelu_avx512.hpp"
 #include "kernel.hpp"
+#include "quantize_avx512.hpp"
 
 namespace pofa {
+
+// The 16 lanes of y in `mask` to o's f32 or u8 output at `index` (u8: through `quantize`, o's quantizer).
+inline void store16(const Output& o, const Quantizer16& quantize, int64_t index, __mmask16 mask, __m512 y) {
+    if (o.u8 != nullptr) {
+        _mm_mask_storeu_epi8(o.u8 + index, mask, _mm512_cvtepi32_epi8(quantize.approximate(y, mask)));
+    } else {
+        _mm512_mask_storeu_ps(o.f32 + index, mask, y);
+    }
+}
 
 // Transpose the tile (16 rows x ntok tokens) into the row-major output: one gather per token picks its 16 rows.
 inline void store_tile_avx512(const int32_t* tile, int32_t rows, int32_t n0, int nrows, int64_t t0, int ntok,
@@ -21,17 +31,18 @@ inline void store_tile_avx512(const int32_t* tile, int32_t rows, int32_t n0, int
     if (o.mult == nullptr) {
         for (int t = 0; t < ntok; ++t) {
             const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, column, tile + t, 4);
-            _mm512_mask_storeu_epi32(o.s32 + (t0 + t) * rows + n0, mask, v);
+            _mm512_mask_storeu_epi32(o.s32 + output_index(o, t0 + t, n0, rows), mask, v);
         }
         return;
     }
     const __m512 mult = _mm512_maskz_loadu_ps(mask, o.mult + n0);
     const __m512 offset = _mm512_maskz_loadu_ps(mask, o.offset + n0);
+    const Quantizer16 quantize(o.out_scale, o.out_zero_point);
     for (int t = 0; t < ntok; ++t) {
         const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, column, tile + t, 4);
         __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), mult, offset);
         if (o.activation == POFA_ACT_GELU) y = gelu16(y);
-        _mm512_mask_storeu_ps(o.f32 + (t0 + t) * rows + n0, mask, y);
+        store16(o, quantize, output_index(o, t0 + t, n0, rows), mask, y);
     }
 }
 
@@ -40,16 +51,17 @@ inline void store_rows_avx512(const int32_t* c, const Output& o, int32_t rows, i
     const __mmask16 mask = static_cast<__mmask16>((1u << std::min(16, rows - n0)) - 1u);
     if (o.mult == nullptr) {
         for (int t = 0; t < ntok; ++t) {
-            _mm512_mask_storeu_epi32(o.s32 + (t0 + t) * rows + n0, mask, _mm512_load_si512(c + 16 * t));
+            _mm512_mask_storeu_epi32(o.s32 + output_index(o, t0 + t, n0, rows), mask, _mm512_load_si512(c + 16 * t));
         }
         return;
     }
     const __m512 mult = _mm512_maskz_loadu_ps(mask, o.mult + n0);
     const __m512 offset = _mm512_maskz_loadu_ps(mask, o.offset + n0);
+    const Quantizer16 quantize(o.out_scale, o.out_zero_point);
     for (int t = 0; t < ntok; ++t) {
         __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * t)), mult, offset);
         if (o.activation == POFA_ACT_GELU) y = gelu16(y);
-        _mm512_mask_storeu_ps(o.f32 + (t0 + t) * rows + n0, mask, y);
+        store16(o, quantize, output_index(o, t0 + t, n0, rows), mask, y);
     }
 }
 

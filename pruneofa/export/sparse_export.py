@@ -55,6 +55,7 @@ def write(folder: Path, qdq_path: Path, quantized_linears: int) -> dict[str, Any
         "weight_bytes_ratio": facts.weight_bytes / facts.dense_int8_bytes if facts.dense_int8_bytes else None,
         "group_fill": facts.group_fill,  # non-empty 4-wide input groups / all groups
         "gelus_fused": facts.gelus_fused,  # FFN GELUs computed in their Linear's epilogue
+        "u8_handoffs": facts.u8_handoffs,  # ops writing the next op's input already quantized (the FFN's first)
     }
 
 

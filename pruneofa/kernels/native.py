@@ -26,6 +26,7 @@ ISA_ENV = "PRUNEOFA_SPARSE_ISA"
 ISA_NAMES = ("scalar", "avx2", "avx512_vnni", "amx")  # indices = the C enum
 AUTO = -1
 ACTIVATIONS = {"none": 0, "gelu": 1}  # POFA_ACT_* of pruneofa_sparse.h
+TYPES = {"f32": (0, np.float32), "u8": (2, np.uint8)}  # POFA_TYPE_* of pruneofa_sparse.h, and numpy's dtypes
 
 
 class _Weights(ctypes.Structure):
@@ -73,6 +74,11 @@ def _library() -> ctypes.CDLL | None:
     lib.pofa_sparse_linear_act_f32.argtypes = [
         ctypes.POINTER(_Weights), ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int32,
         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+    ]  # fmt: skip
+    lib.pofa_sparse_linear_typed.argtypes = [
+        ctypes.POINTER(_Weights), ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float, ctypes.c_int32,
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_float,
+        ctypes.c_int32, ctypes.c_int, ctypes.c_int,
     ]  # fmt: skip
     return lib
 
@@ -167,4 +173,40 @@ def linear_f32(
         raise PruneofaError(
             f"sparse kernel failed (code {code}): x_scale must be > 0 and the weights well formed (pack_groups)"
         )
+    return out
+
+
+def linear_typed(
+    w: GroupWeights,
+    x: np.ndarray,
+    x_scale: float,
+    x_zero_point: int,
+    mult: np.ndarray,
+    offset: np.ndarray,
+    out_type: str = "f32",
+    out_scale: float = 1.0,
+    out_zero_point: int = 0,
+    isa: str | None = None,
+    threads: int = 1,
+    activation: str = "none",
+) -> np.ndarray:
+    """linear_f32 with the types the OpenVINO op runs: x float32 or uint8 (already quantized; x_scale and
+    x_zero_point unused), by its dtype; the result as `out_type` "f32" or "u8" (quantized as QuantizeLinear with
+    out_scale and out_zero_point)."""
+    x_type = next((name for name, (_, dtype) in TYPES.items() if x.dtype == dtype), None)
+    if x_type is None or out_type not in TYPES or activation not in ACTIVATIONS:
+        raise ValueError(f"x dtype {x.dtype} / out_type {out_type!r} / activation {activation!r} not supported")
+    x = np.ascontiguousarray(x)
+    mult = np.ascontiguousarray(mult, dtype=np.float32)
+    offset = np.ascontiguousarray(offset, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] != w.cols or mult.shape != (w.rows,) or offset.shape != (w.rows,):
+        raise ValueError(f"x must be [tokens, {w.cols}] and mult/offset [{w.rows}]")
+    out = np.empty((x.shape[0], w.rows), dtype=TYPES[out_type][1])
+    code = library().pofa_sparse_linear_typed(
+        ctypes.byref(_struct(w)), x.ctypes.data, TYPES[x_type][0], x.shape[0], x_scale, x_zero_point,
+        mult.ctypes.data, offset.ctypes.data, ACTIVATIONS[activation], out.ctypes.data, TYPES[out_type][0],
+        out_scale, out_zero_point, _isa_index(isa), threads,
+    )  # fmt: skip
+    if code != 0:
+        raise PruneofaError(f"sparse kernel failed (code {code}): scales must be > 0, zero points 0..255")
     return out

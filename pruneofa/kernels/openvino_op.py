@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -68,7 +69,7 @@ def epilogue(
 def node_and_initializers(
     name: str,
     x: str,
-    y: str,
+    y: str | Sequence[str],
     w: GroupWeights,
     x_scale: float,
     x_zero_point: int,
@@ -76,14 +77,21 @@ def node_and_initializers(
     offset: np.ndarray,
     activation: str = "none",
     linears: int = 1,
+    splits: Sequence[int] = (),
+    u8_output: tuple[float, int] | None = None,
 ) -> tuple[Any, list[Any]]:
-    """The ONNX node `y = SparseInt8Linear(x)` and its three initializers (packed weights, mult, offset);
-    `activation` "gelu" fuses a following GELU, `linears` > 1 says the op computes that many of the model's Linears
-    (merged along the output axis); both attributes are written only when set: older files have neither."""
+    """The ONNX node `y = SparseInt8Linear(x)` and its three initializers (packed weights, mult, offset).
+    `activation` "gelu" fuses a following GELU; `linears` > 1 says the op computes that many of the model's Linears
+    (merged along the output axis), `splits` their rows when each has its own output (`y` then names them);
+    `u8_output` (scale, zero point) quantizes the result as the next op's QuantizeLinear would. Attributes are
+    written only when set: older files have none of them, and load as before."""
     from onnx import helper, numpy_helper
 
     from pruneofa.kernels.native import ACTIVATIONS
 
+    outputs = [y] if isinstance(y, str) else list(y)
+    if len(outputs) != max(1, len(splits)) or (splits and sum(splits) != w.rows):
+        raise ValueError(f"{name}: {len(outputs)} outputs for splits {list(splits)} of {w.rows} rows")
     packed = np.frombuffer(w.to_bytes(), dtype=np.uint8)
     inits = [
         numpy_helper.from_array(packed, f"{name}.packed"),
@@ -93,7 +101,7 @@ def node_and_initializers(
     node = helper.make_node(
         OP_TYPE,
         [x, f"{name}.packed", f"{name}.mult", f"{name}.offset"],
-        [y],
+        outputs,
         name=name,
         domain=DOMAIN,
         rows=w.rows,
@@ -105,4 +113,10 @@ def node_and_initializers(
         node.attribute.append(helper.make_attribute("activation", ACTIVATIONS[activation]))
     if linears > 1:
         node.attribute.append(helper.make_attribute("linears", linears))
+    if splits:
+        node.attribute.append(helper.make_attribute("splits", [int(s) for s in splits]))
+    if u8_output is not None:
+        node.attribute.append(helper.make_attribute("output_type", "u8"))
+        node.attribute.append(helper.make_attribute("out_scale", float(u8_output[0])))
+        node.attribute.append(helper.make_attribute("out_zero_point", int(u8_output[1])))
     return node, inits

@@ -3,9 +3,11 @@
 `ai.pruneofa.SparseInt8Linear` node holding the weights in K-group form (pruneofa/kernels/group_weights.py), with
 the activation quantizer, weight scales and bias folded into its (mult, offset) epilogue, and a GELU that follows
 it (the FFN's first Linear) folded in too; Linears that read the same quantized input (attention's query, key
-and value) share one node, whose output a Split hands back to each. Attention, LayerNorm and the rest of the graph
-are untouched, so OpenVINO keeps running them with its own kernels; the file loads in OpenVINO after
-`pruneofa.kernels.openvino_op.add_to(core)`.
+and value) share one node, with an output each; a Linear whose result only the next one reads (the FFN's first,
+feeding its second) hands it over already quantized (u8), as the QDQ graph's QuantizeLinear would; attention's
+scaling of query and key (a constant Mul after their reshape and transpose) is folded into the epilogue. Attention,
+LayerNorm and the rest of the graph are untouched, so OpenVINO keeps running them with its own kernels; the file
+loads in OpenVINO after `pruneofa.kernels.openvino_op.add_to(core)`.
 
 The arithmetic is the QDQ graph's (same rounding, same int8 values, exact int32 sums); only the float epilogue
 is reassociated (and GELU's erf is a rational approximation within 4.2e-7), which moves logits by float rounding.
@@ -30,6 +32,8 @@ class Rewritten:
     group_fill: float  # non-empty groups / all groups, over all rewritten layers
     gelus_fused: int = 0  # FFN GELUs folded into their op's epilogue
     ops: int = 0  # SparseInt8Linear nodes: Linears reading one quantized input share one (query, key, value)
+    u8_handoffs: int = 0  # ops that write the next op's quantized input (u8) instead of floats
+    scales_folded: int = 0  # attention's query/key scaling (a Mul after Reshape, Transpose) in the epilogue
 
 
 class _Graph:
@@ -93,6 +97,21 @@ def _gelu_after(g: _Graph, out: str) -> tuple[str, list[Any]] | None:
     return half.output[0], [div, erf, add, mul, half]
 
 
+def _scale_after(g: _Graph, out: str) -> tuple[float, Any, Any] | None:
+    """(s, transpose, mul) where `out` goes only through Reshape -> Transpose -> Mul(scalar s), as attention scales
+    its query and key (transformers' export multiplies each by 1 / sqrt(sqrt(head size))): a scale that commutes
+    with the reshape and the transpose, so the Linear's epilogue can apply it; None when it is not that."""
+    reshape = g.only_user(out, "Reshape")
+    transpose = g.only_user(reshape.output[0], "Transpose") if reshape is not None else None
+    mul = g.only_user(transpose.output[0], "Mul") if transpose is not None else None
+    if mul is None:
+        return None
+    other = g.const(next((i for i in mul.input if i != transpose.output[0]), ""))
+    if other is None or other.size != 1 or not np.isfinite(other).all():
+        return None
+    return float(other.reshape(())), transpose, mul
+
+
 def _axis(node: Any) -> int:
     return next((a.i for a in node.attribute if a.name == "axis"), 1)
 
@@ -125,12 +144,18 @@ def _match_linear(g: _Graph, matmul: Any) -> dict[str, Any] | None:
     activation, gelu = "none", _gelu_after(g, out_name)
     if gelu is not None:  # fused into the op's epilogue (OpenVINO fuses it into its FullyConnected likewise)
         out_name, activation = gelu[0], "gelu"
+    scale = _scale_after(g, out_name) if gelu is None else None
+    w_scale = np.broadcast_to(w_scale.astype(np.float32).reshape(-1), (rows,)).copy()
+    if scale is not None:  # y * s = acc * (mult * s) + offset * s: the epilogue takes the scale, the Mul goes
+        w_scale, bias = w_scale * np.float32(scale[0]), bias * np.float32(scale[0])
     return {
         "x": q_x.input[0],
+        "quantizers": [q_x, dq_x, matmul],  # the input's path into this Linear
         "out": out_name,
         "activation": activation,
         "weight": np.ascontiguousarray(w.T),  # [N, K], the kernel's layout
-        "w_scale": np.broadcast_to(w_scale.astype(np.float32).reshape(-1), (rows,)).copy(),
+        "w_scale": w_scale,
+        "scaled": scale[1:] if scale is not None else None,  # (transpose, mul): the Mul to drop
         "bias": bias,
         "x_scale": float(x_scale.reshape(())),
         "x_zero": int(x_zero.reshape(())),
@@ -151,6 +176,29 @@ def _merged(members: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _splits(members: list[dict[str, Any]]) -> list[int]:
+    """Each merged Linear's rows, when each can have its own output of the op (all but the last a multiple of the
+    kernel's 16-row blocks, so that no block straddles two outputs); [] when a Split must hand them back."""
+    rows = [m["weight"].shape[0] for m in members]
+    return rows if len(rows) > 1 and all(r % 16 == 0 for r in rows[:-1]) else []
+
+
+def _feeds_only(g: _Graph, tensor: str, members: list[dict[str, Any]]) -> bool:
+    """Whether `tensor` is read only through the quantizers of `members` (and is not a graph output): then the op
+    that writes it can write its quantized u8 form instead, and the members' op read that."""
+    if tensor in {o.name for o in g.graph.output}:
+        return False
+    path = {id(node) for m in members for node in m["quantizers"]}
+    frontier = list(g.consumers.get(tensor, []))
+    while frontier:
+        node = frontier.pop()
+        if id(node) not in path:
+            return False
+        if node.op_type != "MatMul":
+            frontier.extend(g.consumers.get(node.output[0], []))
+    return True
+
+
 def rewrite(proto: Any) -> Rewritten:
     """Rewrite `proto` (a loaded QDQ ONNX model) in place; dead Q/DQ nodes and int8 initializers are dropped."""
     from onnx import helper, numpy_helper
@@ -162,33 +210,53 @@ def rewrite(proto: Any) -> Rewritten:
     for i, parts in enumerate(matched):
         key = (g.resolve(parts["x"]), parts["x_scale"], parts["x_zero"], parts["activation"], parts["weight"].shape[1])
         by_input.setdefault(key if opset >= 13 else (i,), []).append(parts)  # Split's sizes input: opset 13
+    groups = list(by_input.values())
+    # A Linear whose result only the next op reads (the FFN's first Linear, GELU fused, feeding its second) hands
+    # it over quantized: u8 out, u8 in, one byte per value instead of four and no second quantizing pass.
+    u8_into: dict[int, tuple[str, float, int]] = {}  # writer's group -> (u8 tensor, its scale, its zero point)
+    handed: dict[str, str] = {}  # the float tensor -> its u8 form, for the reader
+    for reader in groups:
+        x = g.resolve(reader[0]["x"])
+        writer = next((i for i, w in enumerate(groups) if len(w) == 1 and w[0]["out"] == x), None)
+        if writer is not None and _feeds_only(g, x, reader):
+            u8_into[writer] = (f"{x}.u8", reader[0]["x_scale"], reader[0]["x_zero"])
+            handed[x] = f"{x}.u8"
     ops = weight_bytes = dense_bytes = gelus = 0
     filled = total = 0
-    for members in by_input.values():
+    for index, members in enumerate(groups):
         parts = _merged(members)
         weights = pack_groups(parts["weight"])
         mult, offset = openvino_op.epilogue(
             parts["w_scale"], parts["bias"], parts["x_scale"], parts["x_zero"], parts["weight"]
         )
         name = f"sparse_linear_{ops}"
-        out = parts["out"] if len(members) == 1 else f"{name}.out"
+        splits = _splits(members)
+        outs = [m["out"] for m in members]
+        out: str | list[str] = outs if splits or len(members) == 1 else f"{name}.out"
+        u8_output = None
+        if index in u8_into:
+            out, u8_output = u8_into[index][0], u8_into[index][1:]
+        x = handed.get(g.resolve(parts["x"]), parts["x"])
         node, inits = openvino_op.node_and_initializers(
-            name, parts["x"], out, weights, parts["x_scale"], parts["x_zero"], mult, offset, parts["activation"],
-            len(members),
+            name, x, out, weights, parts["x_scale"], parts["x_zero"], mult, offset, parts["activation"],
+            len(members), splits, u8_output,
         )  # fmt: skip
         nodes = [node]
-        if len(members) > 1:  # each Linear's own output back, as its readers expect it
+        if len(members) > 1 and not splits:  # each Linear's own output back, as its readers expect it
             sizes = np.asarray([m["weight"].shape[0] for m in members], np.int64)
             inits.append(numpy_helper.from_array(sizes, f"{name}.sizes"))
-            outs = [m["out"] for m in members]
-            nodes.append(helper.make_node("Split", [out, f"{name}.sizes"], outs, name=f"{name}.split", axis=-1))
+            split = helper.make_node("Split", [f"{name}.out", f"{name}.sizes"], outs, name=f"{name}.split", axis=-1)
+            nodes.append(split)
         gelus += len(members) if parts["activation"] == "gelu" else 0
         graph_nodes = list(proto.graph.node)
-        index = min(graph_nodes.index(m["removed"][0]) for m in members)
+        position = min(graph_nodes.index(m["removed"][0]) for m in members)
         for old in (n for m in members for n in m["removed"]):
             proto.graph.node.remove(old)
+        for transpose, mul in (m["scaled"] for m in members if m["scaled"] is not None):
+            transpose.output[0] = mul.output[0]  # the Mul's readers read the (already scaled) transpose
+            proto.graph.node.remove(mul)
         for offset_in_graph, new in enumerate(nodes):
-            proto.graph.node.insert(index + offset_in_graph, new)
+            proto.graph.node.insert(position + offset_in_graph, new)
         proto.graph.initializer.extend(inits)
         ops += 1
         weight_bytes += len(weights.to_bytes())
@@ -198,7 +266,9 @@ def rewrite(proto: Any) -> Rewritten:
     drop_dead(proto.graph)
     if ops:
         proto.opset_import.append(helper.make_opsetid(openvino_op.DOMAIN, 1))
-    return Rewritten(len(matched), weight_bytes, dense_bytes, filled / total if total else 0.0, gelus, ops)
+    fill = filled / total if total else 0.0
+    folded = sum(m["scaled"] is not None for m in matched)
+    return Rewritten(len(matched), weight_bytes, dense_bytes, fill, gelus, ops, len(u8_into), folded)
 
 
 def drop_dead(graph: Any) -> None:

@@ -37,10 +37,23 @@ def test_rewrite_matches_the_qdq_model(tiny_exports: Path, tmp_path: Path) -> No
     matmuls = [n for n in proto.graph.node if n.op_type == "MatMul"]
     sparse_nodes = [n for n in proto.graph.node if n.op_type == openvino_op.OP_TYPE]
     assert facts.ops == len(sparse_nodes) > 0 and 0.2 < facts.group_fill < 0.5
-    # query, key and value read one quantized input: one op for the three, a Split hands each its output
+    # query, key and value read one quantized input: one op for the three, with an output each (no Split)
     linears = {n.name: next((a.i for a in n.attribute if a.name == "linears"), 1) for n in sparse_nodes}
     assert sum(linears.values()) == facts.layers > facts.ops and max(linears.values()) == 3
-    assert len([n for n in proto.graph.node if n.op_type == "Split"]) == sum(k > 1 for k in linears.values())
+    assert not [n for n in proto.graph.node if n.op_type == "Split"]
+    for node in sparse_nodes:
+        splits = next((list(a.ints) for a in node.attribute if a.name == "splits"), [])
+        assert len(node.output) == len(splits or [0]) == linears[node.name]
+    # the FFN's first Linear hands its second the quantized (u8) input: no QuantizeLinear left between them
+    u8_writers = [n for n in sparse_nodes if any(a.name == "output_type" and a.s == b"u8" for a in n.attribute)]
+    assert facts.u8_handoffs == len(u8_writers) == facts.gelus_fused
+    readers = {n.input[0] for n in sparse_nodes}
+    assert all(n.output[0] in readers for n in u8_writers)
+    assert not [n for n in proto.graph.node if n.op_type == "QuantizeLinear"]
+    # attention's query and key scaling (a scalar Mul after each one's Reshape and Transpose) is in the epilogue
+    scaled = [n for n in qdq.graph.node if n.op_type == "Mul" and "attention/self/Mul" in n.name]
+    assert facts.scales_folded == len(scaled) == 2 * facts.gelus_fused
+    assert not [n for n in proto.graph.node if n.op_type == "Mul" and "attention/self/Mul" in n.name]
     # every FFN GELU (one per encoder layer) is computed in its Linear's epilogue; no Erf is left
     assert facts.gelus_fused == len([n for n in qdq.graph.node if n.op_type == "Erf"]) > 0
     assert not [n for n in proto.graph.node if n.op_type == "Erf"]
@@ -74,3 +87,14 @@ def test_rewrite_matches_the_qdq_model(tiny_exports: Path, tmp_path: Path) -> No
         assert got.shape == reference.shape
         assert (got.argmax(-1) == reference.argmax(-1)).mean() >= 0.98, isa
         np.testing.assert_allclose(got, reference, atol=0.05)
+
+
+def test_merged_linears_get_an_output_each_only_on_whole_row_blocks() -> None:
+    """Query, key and value each get their own output of the op where no 16-row block straddles two of them;
+    otherwise one output and a Split (any width still works)."""
+    from pruneofa.kernels.sparse_form import _splits
+
+    assert _splits([{"weight": np.zeros((32, 8))}] * 3) == [32, 32, 32]
+    assert _splits([{"weight": np.zeros((32, 8))}, {"weight": np.zeros((20, 8))}]) == [32, 20]  # the last may be odd
+    assert _splits([{"weight": np.zeros((24, 8))}] * 3) == []
+    assert _splits([{"weight": np.zeros((24, 8))}]) == []

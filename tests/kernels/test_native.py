@@ -172,6 +172,33 @@ def test_quantizing_is_bit_exact_at_half_integers(isa: str) -> None:
         np.testing.assert_array_equal(got, expected)
 
 
+@needs_kernel
+@pytest.mark.parametrize("isa", native.ISA_NAMES)
+def test_u8_handoff_between_two_layers(isa: str) -> None:
+    """The FFN's pair as the op runs it: the first layer (GELU fused) writes the second's input quantized (u8, as
+    the QDQ graph's QuantizeLinear between them would), the second reads it as it is. Odd widths, tokens past a
+    16-token chunk."""
+    if isa not in paths():
+        pytest.skip(f"this CPU cannot run {isa}")
+    rng = np.random.default_rng(5)
+    tokens, cols, hidden, rows = 37, 70, 84, 45
+    w1, w2 = sparse_int8(rng, hidden, cols), sparse_int8(rng, rows, hidden)
+    s1, s2 = ((rng.random(n) * 0.01 + 1e-3).astype(np.float32) for n in (hidden, rows))
+    b1, b2 = rng.standard_normal(hidden).astype(np.float32), rng.standard_normal(rows).astype(np.float32)
+    x = (rng.standard_normal((tokens, cols)) * 2).astype(np.float32)
+    m1, o1 = openvino_op.epilogue(s1, b1, 0.02, 128, w1)
+    h = native.linear_typed(pack_groups(w1), x, 0.02, 128, m1, o1, "u8", 0.01, 3, isa, 2, "gelu")
+    expected = reference_gelu(reference_linear(x, w1, s1, b1, 0.02, 128))
+    q = np.clip(np.rint(expected / np.float32(0.01)) + 3, 0, 255)
+    assert h.dtype == np.uint8 and np.abs(h - q).max() <= 1 and (h == q).mean() > 0.99  # near-ties may round apart
+    m2, o2 = openvino_op.epilogue(s2, b2, 0.01, 3, w2)
+    got = native.linear_typed(pack_groups(w2), h, 0.01, 3, m2, o2, "f32", isa=isa, threads=2)
+    dequantized = (h.astype(np.float64) - 3) * 0.01
+    np.testing.assert_allclose(got, dequantized @ (w2.astype(np.float64) * s2[:, None]).T + b2, rtol=1e-5, atol=1e-4)
+    with pytest.raises(PruneofaError, match="scales must be > 0"):
+        native.linear_typed(pack_groups(w1), x, 0.02, 128, m1, o1, "u8", 0.0, 3, isa)
+
+
 def test_packing_round_trips_and_counts_groups() -> None:
     rng = np.random.default_rng(3)
     w = sparse_int8(rng, 33, 70)
