@@ -97,19 +97,24 @@ def _gelu_after(g: _Graph, out: str) -> tuple[str, list[Any]] | None:
     return half.output[0], [div, erf, add, mul, half]
 
 
-def _scale_after(g: _Graph, out: str) -> tuple[float, Any, Any] | None:
-    """(s, transpose, mul) where `out` goes only through Reshape -> Transpose -> Mul(scalar s), as attention scales
-    its query and key (transformers' export multiplies each by 1 / sqrt(sqrt(head size))): a scale that commutes
-    with the reshape and the transpose, so the Linear's epilogue can apply it; None when it is not that."""
+def _scale_after(g: _Graph, out: str) -> tuple[float, Any, Any, list[Any]] | None:
+    """(s, transpose, mul, shapes) where `out` goes only through Reshape -> Transpose -> Mul(scalar s) (and Shape
+    nodes reading the transposed tensor), as attention scales its query and key (transformers' export multiplies
+    each by 1 / sqrt(sqrt(head size))): a scale that commutes with the reshape and the transpose, so the Linear's
+    epilogue can apply it; None when it is not that."""
     reshape = g.only_user(out, "Reshape")
     transpose = g.only_user(reshape.output[0], "Transpose") if reshape is not None else None
-    mul = g.only_user(transpose.output[0], "Mul") if transpose is not None else None
-    if mul is None:
+    if transpose is None:
         return None
-    other = g.const(next((i for i in mul.input if i != transpose.output[0]), ""))
+    users = g.consumers.get(transpose.output[0], [])
+    muls = [n for n in users if n.op_type == "Mul"]
+    shapes = [n for n in users if n.op_type == "Shape"]
+    if len(muls) != 1 or len(muls) + len(shapes) != len(users):
+        return None
+    other = g.const(next((i for i in muls[0].input if i != transpose.output[0]), ""))
     if other is None or other.size != 1 or not np.isfinite(other).all():
         return None
-    return float(other.reshape(())), transpose, mul
+    return float(other.reshape(())), transpose, muls[0], shapes
 
 
 def _axis(node: Any) -> int:
@@ -252,7 +257,9 @@ def rewrite(proto: Any) -> Rewritten:
         position = min(graph_nodes.index(m["removed"][0]) for m in members)
         for old in (n for m in members for n in m["removed"]):
             proto.graph.node.remove(old)
-        for transpose, mul in (m["scaled"] for m in members if m["scaled"] is not None):
+        for transpose, mul, shapes in (m["scaled"] for m in members if m["scaled"] is not None):
+            for shape in shapes:  # the same shape, under the name the transpose's output now has
+                shape.input[0] = mul.output[0]
             transpose.output[0] = mul.output[0]  # the Mul's readers read the (already scaled) transpose
             proto.graph.node.remove(mul)
         for offset_in_graph, new in enumerate(nodes):
