@@ -79,7 +79,7 @@ struct Kernel {
     // Tokens [t_begin, t_end) of u8 activations (already quantized) into the layout, as quantize_pack.
     void (*pack_u8)(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4, int64_t t_begin, int64_t t_end);
     // Tokens [t_begin, t_end) of x, quantized as QuantizeLinear, into the layout `x4`, which the caller has
-    // zero-filled (the padding stays 0); disjoint token ranges can be written in parallel. t_begin must be a
+    // zero-filled unless fills_layout (the padding must be 0); disjoint token ranges can be written in parallel. t_begin must be a
     // multiple of kTokenAlign, and t_end too unless it is `tokens` (the K-group layouts write 16 tokens at once).
     void (*quantize_pack)(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point,
                           uint8_t* x4, int64_t t_begin, int64_t t_end);
@@ -92,6 +92,9 @@ struct Kernel {
     // Output rows [rb_begin * kRowBlock, rb_end * kRowBlock) for every token; `prepared` is prepare(w)'s result.
     void (*compute)(const pofa_weights& w, const PreparedWeights* prepared, const Activations& a, const Output& o,
                     int64_t rb_begin, int64_t rb_end);
+    // Whether pack_u8 / quantize_pack write every byte of their tokens' part of the layout, padding included, so
+    // the caller need not zero-fill it first (a memset of up to K x tokens bytes per call).
+    bool fills_layout = false;
 };
 
 // A layer's input: u8 activations as they are (already quantized), or f32 ones to quantize (exactly one set).

@@ -253,7 +253,8 @@ void pack_u8(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4, int64_
 }  // namespace
 
 const Kernel& kernel_avx512_vnni() {
-    static const Kernel k{packed_bytes, pack_u8, quantize_pack, prepare_blocks_avx512, group_layout_offset, compute};
+    static const Kernel k{packed_bytes,        pack_u8, quantize_pack, prepare_blocks_avx512,
+                          group_layout_offset, compute, /*fills_layout=*/true};  // pack_16_tokens
     return k;
 }
 

@@ -164,7 +164,7 @@ public:
         const int64_t blocks = row_blocks(w);
         // Quantized once, token ranges in parallel, then shared by every thread's rows. (Measured, idle, amx path:
         // each thread quantizing the whole input itself to save this fork/join was 5% slower at batch 1.)
-        uint8_t* x4 = zeroed_scratch(bytes);  // the calling (stream) thread's, shared by the workers below
+        uint8_t* x4 = scratch(bytes, !kernel->fills_layout);  // the calling (stream) thread's, shared by the workers
         if (kernel->token_block_offset != nullptr) {
             split_tokens(*kernel, form, w, x, tokens, x4, outs);
             return true;
@@ -235,12 +235,12 @@ private:
     }
 
     // This thread's scratch, kept between calls (a fresh vector of a few hundred KB is an mmap + page faults
-    // on every call), zeroed: the padding tokens and columns stay 0.
-    static uint8_t* zeroed_scratch(size_t bytes) {
-        thread_local std::vector<uint8_t> scratch;
-        if (scratch.size() < bytes) scratch.resize(bytes);
-        std::memset(scratch.data(), 0, bytes);
-        return scratch.data();
+    // on every call), zeroed where the path's packing leaves the padding tokens and columns to the caller.
+    static uint8_t* scratch(size_t bytes, bool zeroed) {
+        thread_local std::vector<uint8_t> buffer;
+        if (buffer.size() < bytes) buffer.resize(bytes);
+        if (zeroed) std::memset(buffer.data(), 0, bytes);
+        return buffer.data();
     }
 
     // The packed bytes, copied once into aligned arrays (a Constant's buffer need not be aligned for int32).
