@@ -47,7 +47,8 @@ struct Activations {
 // QuantizeLinear(y, out_scale, out_zero_point) (the next layer's input, when that layer is its only reader: the
 // FFN's first Linear feeding its second); row-major [tokens, ld]. An output may
 // hold a range of the layer's rows only (the op that computes query, key and value writes each to its own
-// tensor): row n goes to column n - first_row.
+// tensor): row n goes to column n - first_row. With `seq` > 0 the output is transposed per sequence of `seq`
+// tokens, [batch][row][seq] (f32 only: attention's keys, as its transpose for query x key wants them).
 struct Output {
     int32_t* s32;
     float* f32;
@@ -57,13 +58,18 @@ struct Output {
     uint8_t* u8 = nullptr;
     float out_scale = 1.0f;
     int32_t out_zero_point = 0;
-    int64_t ld = 0;  // elements from one token's outputs to the next; 0: the layer's rows
+    int64_t ld = 0;  // the output's rows (elements from one token's outputs to the next); 0: the layer's rows
     int32_t first_row = 0;
+    int64_t seq = 0;     // > 0: transposed per sequence of this many tokens
+    int64_t token0 = 0;  // the layer's token that the kernel's token 0 is (a thread's share of the tokens)
 };
 
 // Index of (token t, row n) in `o`, for a layer of `rows` outputs.
 inline int64_t output_index(const Output& o, int64_t t, int32_t n, int32_t rows) {
-    return t * (o.ld > 0 ? o.ld : rows) + (n - o.first_row);
+    t += o.token0;
+    const int64_t ld = o.ld > 0 ? o.ld : rows;
+    if (o.seq > 0) return (t / o.seq) * ld * o.seq + static_cast<int64_t>(n - o.first_row) * o.seq + t % o.seq;
+    return t * ld + (n - o.first_row);
 }
 
 

@@ -14,7 +14,9 @@
 // query, key and value each in its own output, so no Split copies them; all but the last a multiple of 16),
 // output_type (optional: "f32", the default, or "u8" = quantized with out_scale and out_zero_point as the next
 // op's input, when that op is its only reader: the FFN's first Linear feeding its second, one byte per value
-// instead of four and no second quantizing pass). Outputs: [..., rows] (or [..., splits[i]]), of output_type.
+// instead of four and no second quantizing pass), transposed (optional, per output: 1 = [batch, rows, seq] for an
+// input [batch, seq, cols], each sequence's result transposed, as attention's key is before its product with the
+// query; f32 only). Outputs: [..., rows] (or [..., splits[i]]), of output_type.
 // See pruneofa_sparse.h for the arithmetic.
 #include <array>
 #include <cstring>
@@ -46,6 +48,7 @@ public:
         int64_t linears = 1;
         std::vector<int64_t> splits;  // empty: one output of all rows
         std::string output_type;      // empty: f32
+        std::vector<int64_t> transposed;  // per output, 1: [batch, rows, seq]; empty: none
         float out_scale = 0.0f;
         int64_t out_zero_point = 0;
     };
@@ -86,10 +89,17 @@ public:
             total += parts[i];
         }
         NODE_VALIDATION_CHECK(this, total == rows_, "splits must add up to rows=", rows_);
+        NODE_VALIDATION_CHECK(this, options_.transposed.empty() || options_.transposed.size() == parts.size(),
+                              "transposed needs one entry per output");
+        NODE_VALIDATION_CHECK(this, !any_transposed() || out_type == ov::element::f32, "a transposed output is f32");
         set_output_size(parts.size());
         for (size_t i = 0; i < parts.size(); ++i) {
             ov::PartialShape shape = get_input_partial_shape(0);
-            if (shape.rank().is_static() && shape.rank().get_length() >= 1) {
+            if (transposed(i)) {
+                NODE_VALIDATION_CHECK(this, shape.rank().compatible(3), "a transposed output needs a 3-d input");
+                shape = shape.rank().is_static() ? ov::PartialShape{shape[0], parts[i], shape[1]}
+                                                 : ov::PartialShape::dynamic(3);
+            } else if (shape.rank().is_static() && shape.rank().get_length() >= 1) {
                 const auto last = shape.rank().get_length() - 1;
                 NODE_VALIDATION_CHECK(this, shape[last].compatible(cols_), "input's last dim must be cols=", cols_);
                 shape[last] = parts[i];
@@ -113,6 +123,7 @@ public:
         visitor.on_attribute("output_type", options_.output_type);
         visitor.on_attribute("out_scale", options_.out_scale);
         visitor.on_attribute("out_zero_point", options_.out_zero_point);
+        visitor.on_attribute("transposed", options_.transposed);
         return true;
     }
 
@@ -137,6 +148,10 @@ public:
         for (size_t i = 0; i < parts.size(); ++i) {
             ov::Shape out_shape = in_shape;
             out_shape.back() = static_cast<size_t>(parts[i]);
+            if (transposed(i)) {
+                if (in_shape.size() != 3) throw std::runtime_error("pruneofa SparseInt8Linear: a transposed output needs a 3-d input");
+                out_shape = {in_shape[0], static_cast<size_t>(parts[i]), in_shape[1]};
+            }
             outputs[i].set_shape(out_shape);
             Output o{nullptr, nullptr, inputs[2].data<const float>(), inputs[3].data<const float>(),
                      static_cast<int>(options_.activation)};
@@ -149,6 +164,7 @@ public:
             }
             o.ld = parts[i];
             o.first_row = first_row;
+            if (transposed(i)) o.seq = static_cast<int64_t>(in_shape[1]);
             first_row += static_cast<int32_t>(parts[i]);
             outs.push_back(o);
         }
@@ -188,6 +204,14 @@ private:
 
     int32_t zero_point() const { return static_cast<int32_t>(x_zero_point_); }
 
+    bool transposed(size_t i) const { return i < options_.transposed.size() && options_.transposed[i] != 0; }
+    bool any_transposed() const {
+        for (size_t i = 0; i < options_.transposed.size(); ++i) {
+            if (transposed(i)) return true;
+        }
+        return false;
+    }
+
     std::vector<int64_t> output_rows() const {
         return options_.splits.empty() ? std::vector<int64_t>{rows_} : options_.splits;
     }
@@ -225,11 +249,8 @@ private:
             pack_input(kernel, x, tokens, w.cols, x_scale_, zero_point(), x4, t_begin, t_end);
             const Activations range{x4 + kernel.token_block_offset(t_begin, w.cols), t_end - t_begin,
                                     std::min(padded, last * kMaxTile) - t_begin};
-            std::vector<Output> mine = outs;  // the range's tokens as tokens 0.. of the layer
-            for (Output& o : mine) {
-                if (o.u8 != nullptr) o.u8 += t_begin * o.ld;
-                if (o.f32 != nullptr) o.f32 += t_begin * o.ld;
-            }
+            std::vector<Output> mine = outs;  // the range's tokens are tokens 0.. to the kernel
+            for (Output& o : mine) o.token0 = t_begin;
             compute_rows(kernel, w, form, range, mine, 0, row_blocks(w));
         });
     }
@@ -321,6 +342,7 @@ ov::OutputVector from_onnx(const ov::frontend::NodeContext& node) {
     options.output_type = node.get_attribute<std::string>("output_type", std::string{});
     options.out_scale = node.get_attribute<float>("out_scale", 0.0f);
     options.out_zero_point = node.get_attribute<int64_t>("out_zero_point", int64_t{0});
+    options.transposed = node.get_attribute<std::vector<int64_t>>("transposed", std::vector<int64_t>{});
     const auto op = std::make_shared<pofa::SparseInt8Linear>(
         inputs, node.get_attribute<int64_t>("rows"), node.get_attribute<int64_t>("cols"),
         node.get_attribute<float>("x_scale"), node.get_attribute<int64_t>("x_zero_point"), std::move(options));

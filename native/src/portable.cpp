@@ -76,19 +76,19 @@ float gelu_scalar(float y) { return 0.5f * y * (1.0f + std::erf(y * 0.7071067811
 void store_tile_portable(const int32_t* tile, int32_t rows, int32_t n0, int nrows, int64_t t0, int ntok,
                          const Output& o) {
     for (int t = 0; t < ntok; ++t) {
-        const int64_t out_row = output_index(o, t0 + t, n0, rows);
         for (int r = 0; r < nrows; ++r) {
+            const int64_t at = output_index(o, t0 + t, n0 + r, rows);
             const int32_t acc = tile[r * kMaxTile + t];
             if (o.mult == nullptr) {
-                o.s32[out_row + r] = acc;
+                o.s32[at] = acc;
                 continue;
             }
             float y = static_cast<float>(acc) * o.mult[n0 + r] + o.offset[n0 + r];
             if (o.activation == POFA_ACT_GELU) y = gelu_scalar(y);
             if (o.u8 != nullptr) {
-                o.u8[out_row + r] = quantize_one(y, o.out_scale, o.out_zero_point);
+                o.u8[at] = quantize_one(y, o.out_scale, o.out_zero_point);
             } else {
-                o.f32[out_row + r] = y;
+                o.f32[at] = y;
             }
         }
     }

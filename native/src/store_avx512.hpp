@@ -10,6 +10,7 @@
 #include "gelu_avx512.hpp"
 #include "kernel.hpp"
 #include "quantize_avx512.hpp"
+#include "transpose_avx512.hpp"
 
 namespace pofa {
 
@@ -19,6 +20,27 @@ inline void store16(const Output& o, const Quantizer16& quantize, int64_t index,
         _mm_mask_storeu_epi8(o.u8 + index, mask, _mm512_cvtepi32_epi8(quantize.approximate(y, mask)));
     } else {
         _mm512_mask_storeu_ps(o.f32 + index, mask, y);
+    }
+}
+
+// A transposed output (o.seq > 0, f32): y[t] = the 16 outputs n0.. (nrows of them) of token t0 + t, t < ntok <= 16.
+// Within one sequence each output's tokens are consecutive there: transposed in registers, one store per output.
+inline void store_transposed(const Output& o, const __m512* y, int32_t rows, int32_t n0, int nrows, int64_t t0,
+                             int ntok) {
+    const int64_t first = o.token0 + t0;
+    if (first % o.seq + ntok <= o.seq) {
+        __m512i r[16];
+        for (int i = 0; i < 16; ++i) r[i] = i < ntok ? _mm512_castps_si512(y[i]) : _mm512_setzero_si512();
+        transpose16(r);
+        const __mmask16 tokens = static_cast<__mmask16>((1u << ntok) - 1u);
+        float* at = o.f32 + output_index(o, t0, n0, rows);
+        for (int n = 0; n < nrows; ++n) _mm512_mask_storeu_ps(at + n * o.seq, tokens, _mm512_castsi512_ps(r[n]));
+        return;
+    }
+    alignas(64) float v[16];  // the chunk crosses sequences: element by element
+    for (int t = 0; t < ntok; ++t) {
+        _mm512_store_ps(v, y[t]);
+        for (int n = 0; n < nrows; ++n) o.f32[output_index(o, t0 + t, n0 + n, rows)] = v[n];
     }
 }
 
@@ -38,15 +60,20 @@ inline void store_tile_avx512(const int32_t* tile, int32_t rows, int32_t n0, int
     const __m512 mult = _mm512_maskz_loadu_ps(mask, o.mult + n0);
     const __m512 offset = _mm512_maskz_loadu_ps(mask, o.offset + n0);
     const Quantizer16 quantize(o.out_scale, o.out_zero_point);
+    __m512 y[16];
     for (int t = 0; t < ntok; ++t) {
         const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, column, tile + t, 4);
-        __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), mult, offset);
-        if (o.activation == POFA_ACT_GELU) y = gelu16(y);
-        store16(o, quantize, output_index(o, t0 + t, n0, rows), mask, y);
+        y[t % 16] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v), mult, offset);
+        if (o.activation == POFA_ACT_GELU) y[t % 16] = gelu16(y[t % 16]);
+        if (o.seq == 0) {
+            store16(o, quantize, output_index(o, t0 + t, n0, rows), mask, y[t % 16]);
+        } else if (t % 16 == 15 || t + 1 == ntok) {
+            store_transposed(o, y, rows, n0, nrows, t0 + t / 16 * 16, t % 16 + 1);
+        }
     }
 }
 
-// c[t][16] (16 outputs n0.. of tokens t0..t0+ntok, row stride 16 int32) into the row-major output.
+// c[t][16] (16 outputs n0.. of tokens t0..t0+ntok <= 16, row stride 16 int32) into the output.
 inline void store_rows_avx512(const int32_t* c, const Output& o, int32_t rows, int32_t n0, int64_t t0, int ntok) {
     const __mmask16 mask = static_cast<__mmask16>((1u << std::min(16, rows - n0)) - 1u);
     if (o.mult == nullptr) {
@@ -58,11 +85,13 @@ inline void store_rows_avx512(const int32_t* c, const Output& o, int32_t rows, i
     const __m512 mult = _mm512_maskz_loadu_ps(mask, o.mult + n0);
     const __m512 offset = _mm512_maskz_loadu_ps(mask, o.offset + n0);
     const Quantizer16 quantize(o.out_scale, o.out_zero_point);
+    __m512 y[16];  // ntok <= 16
     for (int t = 0; t < ntok; ++t) {
-        __m512 y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * t)), mult, offset);
-        if (o.activation == POFA_ACT_GELU) y = gelu16(y);
-        store16(o, quantize, output_index(o, t0 + t, n0, rows), mask, y);
+        y[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * t)), mult, offset);
+        if (o.activation == POFA_ACT_GELU) y[t] = gelu16(y[t]);
+        if (o.seq == 0) store16(o, quantize, output_index(o, t0 + t, n0, rows), mask, y[t]);
     }
+    if (o.seq > 0) store_transposed(o, y, rows, n0, std::min(16, rows - n0), t0, ntok);
 }
 
 }  // namespace pofa

@@ -79,11 +79,13 @@ def node_and_initializers(
     linears: int = 1,
     splits: Sequence[int] = (),
     u8_output: tuple[float, int] | None = None,
+    transposed: Sequence[bool] = (),
 ) -> tuple[Any, list[Any]]:
     """The ONNX node `y = SparseInt8Linear(x)` and its three initializers (packed weights, mult, offset).
     `activation` "gelu" fuses a following GELU; `linears` > 1 says the op computes that many of the model's Linears
     (merged along the output axis), `splits` their rows when each has its own output (`y` then names them);
-    `u8_output` (scale, zero point) quantizes the result as the next op's QuantizeLinear would. Attributes are
+    `u8_output` (scale, zero point) quantizes the result as the next op's QuantizeLinear would; `transposed` (per
+    output) writes that output [batch, rows, seq], each sequence's result transposed. Attributes are
     written only when set: older files have none of them, and load as before."""
     from onnx import helper, numpy_helper
 
@@ -115,6 +117,8 @@ def node_and_initializers(
         node.attribute.append(helper.make_attribute("linears", linears))
     if splits:
         node.attribute.append(helper.make_attribute("splits", [int(s) for s in splits]))
+    if any(transposed):
+        node.attribute.append(helper.make_attribute("transposed", [int(bool(t)) for t in transposed]))
     if u8_output is not None:
         node.attribute.append(helper.make_attribute("output_type", "u8"))
         node.attribute.append(helper.make_attribute("out_scale", float(u8_output[0])))

@@ -13,11 +13,11 @@ from pruneofa.kernels import native, openvino_op
 pytestmark = pytest.mark.skipif(not openvino_op.availability().ok, reason=openvino_op.availability().reason)
 
 
-def _feeds(folder: Path) -> dict[str, np.ndarray]:
+def _feeds(folder: Path, seq_len: int = 32, batch: int = 64) -> dict[str, np.ndarray]:
     from pruneofa.bench.inputs import dev_texts, token_batches
 
     names = ["input_ids", "attention_mask", "token_type_ids"]
-    return token_batches(folder, dev_texts(None)[:64], 32, 64, 1, names)[0]
+    return token_batches(folder, dev_texts(None)[:batch], seq_len, batch, 1, names)[0]
 
 
 def test_rewrite_matches_the_qdq_model(tiny_exports: Path, tmp_path: Path) -> None:
@@ -54,6 +54,14 @@ def test_rewrite_matches_the_qdq_model(tiny_exports: Path, tmp_path: Path) -> No
     scaled = [n for n in qdq.graph.node if n.op_type == "Mul" and "attention/self/Mul" in n.name]
     assert facts.scales_folded == len(scaled) == 2 * facts.gelus_fused
     assert not [n for n in proto.graph.node if n.op_type == "Mul" and "attention/self/Mul" in n.name]
+
+    # attention's keys come out of their op transposed per sequence: their Transpose(0, 2, 3, 1) is gone
+    def key_transposes(graph):  # type: ignore[no-untyped-def]
+        perms = [next((list(a.ints) for a in n.attribute if a.name == "perm"), []) for n in graph.node]
+        return [p for n, p in zip(graph.node, perms, strict=True) if n.op_type == "Transpose" and p == [0, 2, 3, 1]]
+
+    assert facts.keys_transposed == len(key_transposes(qdq.graph)) == facts.gelus_fused
+    assert not key_transposes(proto.graph)
     # every FFN GELU (one per encoder layer) is computed in its Linear's epilogue; no Erf is left
     assert facts.gelus_fused == len([n for n in qdq.graph.node if n.op_type == "Erf"]) > 0
     assert not [n for n in proto.graph.node if n.op_type == "Erf"]
@@ -71,22 +79,24 @@ def test_rewrite_matches_the_qdq_model(tiny_exports: Path, tmp_path: Path) -> No
     path = tmp_path / "model.sparse.onnx"
     onnx.save(proto, str(path))
 
-    feeds = _feeds(tiny_exports / "int8")
     core = ov.Core()
     config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2}
-    reference = core.compile_model(str(tiny_exports / "int8" / "model.onnx"), "CPU", config)(feeds)[0]
+    qdq_model = core.compile_model(str(tiny_exports / "int8" / "model.onnx"), "CPU", config)
     openvino_op.add_to(core)
-    for isa in native.supported_isas():
-        import os
+    # seq 32: whole 16-token chunks; seq 37 x 5: chunks that cross sequences (the transposed keys' other path)
+    for feeds in (_feeds(tiny_exports / "int8"), _feeds(tiny_exports / "int8", 37, 5)):
+        reference = qdq_model(feeds)[0]
+        for isa in native.supported_isas():
+            import os
 
-        os.environ[native.ISA_ENV] = isa
-        try:
-            got = core.compile_model(core.read_model(str(path)), "CPU", config)(feeds)[0]
-        finally:
-            os.environ.pop(native.ISA_ENV, None)
-        assert got.shape == reference.shape
-        assert (got.argmax(-1) == reference.argmax(-1)).mean() >= 0.98, isa
-        np.testing.assert_allclose(got, reference, atol=0.05)
+            os.environ[native.ISA_ENV] = isa
+            try:
+                got = core.compile_model(core.read_model(str(path)), "CPU", config)(feeds)[0]
+            finally:
+                os.environ.pop(native.ISA_ENV, None)
+            assert got.shape == reference.shape
+            assert (got.argmax(-1) == reference.argmax(-1)).mean() >= 0.98, isa
+            np.testing.assert_allclose(got, reference, atol=0.05)
 
 
 def test_merged_linears_get_an_output_each_only_on_whole_row_blocks() -> None:
