@@ -316,9 +316,6 @@ def rewrite(proto: Any) -> Rewritten:
         proto.opset_import.append(helper.make_opsetid(openvino_op.DOMAIN, 1))
     fill = filled / total if total else 0.0
     folded = sum(m["scaled"] is not None for m in matched)
-    keys_transposed = sum(
-        1 for n in proto.graph.node for a in n.attribute if a.name == "transposed" for t in a.ints if t
-    )
     return Rewritten(len(matched), weight_bytes, dense_bytes, fill, gelus, ops, len(u8_into), folded, keys_written)
 
 
