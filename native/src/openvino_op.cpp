@@ -141,33 +141,7 @@ public:
         const Kernel* kernel = &kernel_for_form(*path, form);
         const ov::Shape in_shape = inputs[0].get_shape();
         const ov::element::Type in_type = inputs[0].get_element_type();
-        const ov::element::Type out_type = outputs[0].get_element_type();
-        const std::vector<int64_t> parts = output_rows();
-        std::vector<Output> outs;
-        int32_t first_row = 0;
-        for (size_t i = 0; i < parts.size(); ++i) {
-            ov::Shape out_shape = in_shape;
-            out_shape.back() = static_cast<size_t>(parts[i]);
-            if (transposed(i)) {
-                if (in_shape.size() != 3) throw std::runtime_error("pruneofa SparseInt8Linear: a transposed output needs a 3-d input");
-                out_shape = {in_shape[0], static_cast<size_t>(parts[i]), in_shape[1]};
-            }
-            outputs[i].set_shape(out_shape);
-            Output o{nullptr, nullptr, inputs[2].data<const float>(), inputs[3].data<const float>(),
-                     static_cast<int>(options_.activation)};
-            if (out_type == ov::element::u8) {
-                o.u8 = static_cast<uint8_t*>(outputs[i].data());
-                o.out_scale = options_.out_scale;
-                o.out_zero_point = static_cast<int32_t>(options_.out_zero_point);
-            } else {
-                o.f32 = outputs[i].data<float>();
-            }
-            o.ld = parts[i];
-            o.first_row = first_row;
-            if (transposed(i)) o.seq = static_cast<int64_t>(in_shape[1]);
-            first_row += static_cast<int32_t>(parts[i]);
-            outs.push_back(o);
-        }
+        const std::vector<Output> outs = bind_outputs(outputs, inputs, in_shape);
         const int64_t tokens = static_cast<int64_t>(ov::shape_size(in_shape) / static_cast<size_t>(cols_));
         if (tokens == 0) return true;
         const size_t bytes = kernel->activation_bytes(tokens, w.cols) + 64;
@@ -201,6 +175,41 @@ public:
     }
 
 private:
+    // Each output shaped for `in_shape` and described for the kernels' epilogue: its rows of the layer, its type,
+    // its layout.
+    std::vector<Output> bind_outputs(ov::TensorVector& outputs, const ov::TensorVector& inputs,
+                                     const ov::Shape& in_shape) const {
+        const std::vector<int64_t> parts = output_rows();
+        std::vector<Output> outs;
+        int32_t first_row = 0;
+        for (size_t i = 0; i < parts.size(); ++i) {
+            ov::Shape out_shape = in_shape;
+            out_shape.back() = static_cast<size_t>(parts[i]);
+            if (transposed(i)) {
+                if (in_shape.size() != 3) {
+                    throw std::runtime_error("pruneofa SparseInt8Linear: a transposed output needs a 3-d input");
+                }
+                out_shape = {in_shape[0], static_cast<size_t>(parts[i]), in_shape[1]};
+            }
+            outputs[i].set_shape(out_shape);
+            Output o{nullptr, nullptr, inputs[2].data<const float>(), inputs[3].data<const float>(),
+                     static_cast<int>(options_.activation)};
+            if (outputs[i].get_element_type() == ov::element::u8) {
+                o.u8 = static_cast<uint8_t*>(outputs[i].data());
+                o.out_scale = options_.out_scale;
+                o.out_zero_point = static_cast<int32_t>(options_.out_zero_point);
+            } else {
+                o.f32 = outputs[i].data<float>();
+            }
+            o.ld = parts[i];
+            o.first_row = first_row;
+            if (transposed(i)) o.seq = static_cast<int64_t>(in_shape[1]);
+            first_row += static_cast<int32_t>(parts[i]);
+            outs.push_back(o);
+        }
+        return outs;
+    }
+
 
     int32_t zero_point() const { return static_cast<int32_t>(x_zero_point_); }
 

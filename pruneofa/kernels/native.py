@@ -67,14 +67,6 @@ def _library() -> ctypes.CDLL | None:
         ctypes.c_int,
         ctypes.c_int,
     ]
-    lib.pofa_sparse_linear_f32.argtypes = [
-        ctypes.POINTER(_Weights), ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int32,
-        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
-    ]  # fmt: skip
-    lib.pofa_sparse_linear_act_f32.argtypes = [
-        ctypes.POINTER(_Weights), ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int32,
-        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-    ]  # fmt: skip
     lib.pofa_sparse_linear_typed.argtypes = [
         ctypes.POINTER(_Weights), ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float, ctypes.c_int32,
         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_float,
@@ -144,39 +136,7 @@ def gemm_s32(w: GroupWeights, x: np.ndarray, isa: str | None = None, threads: in
     return out
 
 
-def linear_f32(
-    w: GroupWeights,
-    x: np.ndarray,
-    x_scale: float,
-    x_zero_point: int,
-    mult: np.ndarray,
-    offset: np.ndarray,
-    isa: str | None = None,
-    threads: int = 1,
-    activation: str = "none",
-) -> np.ndarray:
-    """The fused layer: quantize x (f32 [tokens, cols]) as QuantizeLinear, sparse int8 matmul, acc*mult+offset,
-    then `activation` ("none" or "gelu": 0.5 y (1 + erf(y / sqrt 2)))."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation {activation!r}: use one of {', '.join(ACTIVATIONS)}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    mult = np.ascontiguousarray(mult, dtype=np.float32)
-    offset = np.ascontiguousarray(offset, dtype=np.float32)
-    if x.ndim != 2 or x.shape[1] != w.cols or mult.shape != (w.rows,) or offset.shape != (w.rows,):
-        raise ValueError(f"x must be [tokens, {w.cols}] and mult/offset [{w.rows}]")
-    out = np.empty((x.shape[0], w.rows), dtype=np.float32)
-    code = library().pofa_sparse_linear_act_f32(
-        ctypes.byref(_struct(w)), x.ctypes.data, x.shape[0], x_scale, x_zero_point, mult.ctypes.data,
-        offset.ctypes.data, out.ctypes.data, ACTIVATIONS[activation], _isa_index(isa), threads,
-    )  # fmt: skip
-    if code != 0:
-        raise PruneofaError(
-            f"sparse kernel failed (code {code}): x_scale must be > 0 and the weights well formed (pack_groups)"
-        )
-    return out
-
-
-def linear_typed(
+def linear(
     w: GroupWeights,
     x: np.ndarray,
     x_scale: float,
@@ -190,9 +150,10 @@ def linear_typed(
     threads: int = 1,
     activation: str = "none",
 ) -> np.ndarray:
-    """linear_f32 with the types the OpenVINO op runs: x float32 or uint8 (already quantized; x_scale and
-    x_zero_point unused), by its dtype; the result as `out_type` "f32" or "u8" (quantized as QuantizeLinear with
-    out_scale and out_zero_point)."""
+    """The fused layer as the OpenVINO op runs it: x float32 [tokens, cols] quantized as QuantizeLinear (or uint8,
+    already quantized: x_scale and x_zero_point unused; by its dtype), sparse int8 matmul, acc * mult + offset,
+    `activation` ("none" or "gelu": 0.5 y (1 + erf(y / sqrt 2))); the result as `out_type` "f32" or "u8"
+    (quantized as QuantizeLinear with out_scale and out_zero_point)."""
     x_type = next((name for name, (_, dtype) in TYPES.items() if x.dtype == dtype), None)
     if x_type is None or out_type not in TYPES or activation not in ACTIVATIONS:
         raise ValueError(f"x dtype {x.dtype} / out_type {out_type!r} / activation {activation!r} not supported")

@@ -123,7 +123,7 @@ def test_fused_linear_matches_qdq_arithmetic(isa: str) -> None:
     x = (rng.standard_normal((tokens, cols)) * 2).astype(np.float32)
     x[0, :4] = [0.01, 0.03, -0.01, 100.0]  # exact halves (x_scale 0.02) and saturation
     mult, offset = openvino_op.epilogue(w_scale, bias, 0.02, 120, w)
-    got = native.linear_f32(pack_groups(w), x, 0.02, 120, mult, offset, isa)
+    got = native.linear(pack_groups(w), x, 0.02, 120, mult, offset, isa=isa)
     np.testing.assert_allclose(got, reference_linear(x, w, w_scale, bias, 0.02, 120), rtol=1e-5, atol=1e-4)
 
 
@@ -147,11 +147,11 @@ def test_fused_gelu_matches_the_exact_erf(isa: str) -> None:
     bias = np.linspace(-8, 8, rows).astype(np.float32)  # outputs from about -9 to 9
     x = (rng.standard_normal((tokens, cols)) * 2).astype(np.float32)
     mult, offset = openvino_op.epilogue(w_scale, bias, 0.02, 120, w)
-    got = native.linear_f32(pack_groups(w), x, 0.02, 120, mult, offset, isa, activation="gelu")
+    got = native.linear(pack_groups(w), x, 0.02, 120, mult, offset, isa=isa, activation="gelu")
     expected = reference_gelu(reference_linear(x, w, w_scale, bias, 0.02, 120))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=2e-5)
     with pytest.raises(ValueError, match="activation 'relu'"):
-        native.linear_f32(pack_groups(w), x, 0.02, 120, mult, offset, isa, activation="relu")
+        native.linear(pack_groups(w), x, 0.02, 120, mult, offset, isa=isa, activation="relu")
 
 
 @needs_kernel
@@ -168,7 +168,7 @@ def test_quantizing_is_bit_exact_at_half_integers(isa: str) -> None:
         expected = np.clip(np.rint(x / scale) + 77, 0, 255)  # float32 division, round half to even, as ONNX
         identity = np.eye(64, dtype=np.int8)
         ones, zeros = np.ones(64, np.float32), np.zeros(64, np.float32)
-        got = native.linear_f32(pack_groups(identity), x, float(scale), 77, ones, zeros, isa, threads=2)
+        got = native.linear(pack_groups(identity), x, float(scale), 77, ones, zeros, isa=isa, threads=2)
         np.testing.assert_array_equal(got, expected)
 
 
@@ -187,16 +187,16 @@ def test_u8_handoff_between_two_layers(isa: str) -> None:
     b1, b2 = rng.standard_normal(hidden).astype(np.float32), rng.standard_normal(rows).astype(np.float32)
     x = (rng.standard_normal((tokens, cols)) * 2).astype(np.float32)
     m1, o1 = openvino_op.epilogue(s1, b1, 0.02, 128, w1)
-    h = native.linear_typed(pack_groups(w1), x, 0.02, 128, m1, o1, "u8", 0.01, 3, isa, 2, "gelu")
+    h = native.linear(pack_groups(w1), x, 0.02, 128, m1, o1, "u8", 0.01, 3, isa, 2, "gelu")
     expected = reference_gelu(reference_linear(x, w1, s1, b1, 0.02, 128))
     q = np.clip(np.rint(expected / np.float32(0.01)) + 3, 0, 255)
     assert h.dtype == np.uint8 and np.abs(h - q).max() <= 1 and (h == q).mean() > 0.99  # near-ties may round apart
     m2, o2 = openvino_op.epilogue(s2, b2, 0.01, 3, w2)
-    got = native.linear_typed(pack_groups(w2), h, 0.01, 3, m2, o2, "f32", isa=isa, threads=2)
+    got = native.linear(pack_groups(w2), h, 0.01, 3, m2, o2, "f32", isa=isa, threads=2)
     dequantized = (h.astype(np.float64) - 3) * 0.01
     np.testing.assert_allclose(got, dequantized @ (w2.astype(np.float64) * s2[:, None]).T + b2, rtol=1e-5, atol=1e-4)
     with pytest.raises(PruneofaError, match="scales must be > 0"):
-        native.linear_typed(pack_groups(w1), x, 0.02, 128, m1, o1, "u8", 0.0, 3, isa)
+        native.linear(pack_groups(w1), x, 0.02, 128, m1, o1, "u8", 0.0, 3, isa)
 
 
 def test_packing_round_trips_and_counts_groups() -> None:
