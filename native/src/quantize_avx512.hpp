@@ -42,8 +42,7 @@ struct Quantizer16 {
     // which are float-rounded already, so a tie's exact rounding would not make them any closer to the QDQ graph.
     __m512i approximate(__m512 x, __mmask16 mask) const {
         const __m512i rounded = _mm512_add_epi32(
-            _mm512_cvtps_epi32(_mm512_roundscale_ps(_mm512_mul_ps(x, inverse), _MM_FROUND_TO_NEAREST_INT |
-                                                                                    _MM_FROUND_NO_EXC)),
+            _mm512_cvt_roundps_epi32(_mm512_mul_ps(x, inverse), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
             zero_point);
         return _mm512_maskz_mov_epi32(mask, _mm512_min_epi32(_mm512_max_epi32(rounded, lo), hi));
     }
