@@ -69,7 +69,7 @@ POFA_API int pofa_sparse_linear_act_f32(const pofa_weights* w, const float* x, i
                                         int activation, int isa, int threads);
 
 /* Element types of the typed entry point below. */
-enum { POFA_TYPE_F32 = 0, POFA_TYPE_U8 = 2 };
+enum { POFA_TYPE_F32 = 0, POFA_TYPE_U8 = 1 };
 
 /* pofa_sparse_linear_act_f32 with the input's and the output's types chosen, as the OpenVINO op runs them:
  * x f32 or u8 (already quantized: x_scale and x_zero_point are not used); out f32 or u8 (the result, after the

@@ -147,10 +147,8 @@ int pofa_sparse_gemm_s32(const pofa_weights* w, const uint8_t* x, int64_t tokens
 int pofa_sparse_linear_act_f32(const pofa_weights* w, const float* x, int64_t tokens, float x_scale,
                                int32_t x_zero_point, const float* mult, const float* offset, float* out,
                                int activation, int isa, int threads) {
-    if (x_scale <= 0.0f || mult == nullptr || offset == nullptr) return -1;
-    if (activation != POFA_ACT_NONE && activation != POFA_ACT_GELU) return -1;
-    return pofa::run(w, pofa::Input{nullptr, x}, tokens, x_scale, x_zero_point,
-                     pofa::Output{nullptr, out, mult, offset, activation}, isa, threads);
+    return pofa_sparse_linear_typed(w, x, POFA_TYPE_F32, tokens, x_scale, x_zero_point, mult, offset, activation, out,
+                                    POFA_TYPE_F32, 1.0f, 0, isa, threads);
 }
 
 int pofa_sparse_linear_typed(const pofa_weights* w, const void* x, int x_type, int64_t tokens, float x_scale,

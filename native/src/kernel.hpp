@@ -45,10 +45,10 @@ struct Activations {
 
 // Where results go: int32 (mult == nullptr) or y = act(acc * mult[n] + offset[n]) as f32, or quantized to u8 as
 // QuantizeLinear(y, out_scale, out_zero_point) (the next layer's input, when that layer is its only reader: the
-// FFN's first Linear feeding its second); row-major [tokens, ld]. An output may
-// hold a range of the layer's rows only (the op that computes query, key and value writes each to its own
-// tensor): row n goes to column n - first_row. With `seq` > 0 the output is transposed per sequence of `seq`
-// tokens, [batch][row][seq] (f32 only: attention's keys, as its transpose for query x key wants them).
+// FFN's first Linear feeding its second); row-major [tokens, ld]. An output may hold a range of the layer's rows
+// only (the op that computes query, key and value writes each to its own tensor): row n goes to column
+// n - first_row. With `seq` > 0 the output is transposed per sequence of `seq` tokens, [batch][row][seq] (f32
+// only: attention's keys, as its product with the query reads them).
 struct Output {
     int32_t* s32;
     float* f32;
@@ -72,7 +72,6 @@ inline int64_t output_index(const Output& o, int64_t t, int32_t n, int32_t rows)
     return t * ld + (n - o.first_row);
 }
 
-
 // A path's own form of a layer's weights, built once per layer (the AMX path's compressed tiles); the K-group
 // paths read pofa_weights as they are and need none.
 struct PreparedWeights {
@@ -85,8 +84,9 @@ struct Kernel {
     // Tokens [t_begin, t_end) of u8 activations (already quantized) into the layout, as quantize_pack.
     void (*pack_u8)(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4, int64_t t_begin, int64_t t_end);
     // Tokens [t_begin, t_end) of x, quantized as QuantizeLinear, into the layout `x4`, which the caller has
-    // zero-filled unless fills_layout (the padding must be 0); disjoint token ranges can be written in parallel. t_begin must be a
-    // multiple of kTokenAlign, and t_end too unless it is `tokens` (the K-group layouts write 16 tokens at once).
+    // zero-filled unless fills_layout (the padding must be 0); disjoint token ranges can be written in parallel.
+    // t_begin must be a multiple of kTokenAlign, and t_end too unless it is `tokens` (the K-group layouts write 16
+    // tokens at once).
     void (*quantize_pack)(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point,
                           uint8_t* x4, int64_t t_begin, int64_t t_end);
     // nullptr where the path computes from pofa_weights directly.

@@ -10,9 +10,10 @@
 // tiles by two output tiles (tmm0-3), their A (tmm4-5) and B (tmm6-7).
 //
 // Block-sparse weights (`sparsify --block_rows 16 --block 4`): prepare() returns the AVX-512 VNNI path's blocks
-// form instead, which that path's kernel runs (kernel_for_form): measured faster than AMX tiles fed from per-block gathered activations (BERT-base
-// b1 / b8 73.7 / 80.0 vs 69.9 / 77.4 seq/s, MiniLM b1 245.7 vs 237.1: NOTES.md, issue 14, fourth session): the
-// gathered tiles needed a copy of every kept activation row per output block and a transposing epilogue.
+// form instead, which that path's kernel runs (kernel_for_form): measured faster than AMX tiles fed from
+// per-block gathered activations, both when it was first built (BERT-base b1 / b8 73.7 / 80.0 vs 69.9 / 77.4
+// seq/s) and again with an in-register transposing epilogue and a double-buffered panel (NOTES.md, issue 14,
+// fourth and fifth sessions): the gathered tiles need a copy of every kept activation line per output block.
 //
 // Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vbmi2 -mamx-tile -mamx-int8; called only when the CPU
 // reports them and Linux granted this process the tile data state (dispatch.cpp).

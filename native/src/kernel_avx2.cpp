@@ -53,7 +53,8 @@ void token_block(const pofa_weights& w, const Activations& a, const Output& o, i
     }
 }
 
-void compute(const pofa_weights& w, const PreparedWeights* /*unused: K-group form*/, const Activations& a, const Output& o, int64_t rb_begin, int64_t rb_end) {
+void compute(const pofa_weights& w, const PreparedWeights* /*unused: K-group form*/, const Activations& a,
+             const Output& o, int64_t rb_begin, int64_t rb_end) {
     for (int64_t b0 = 0; b0 < a.padded; b0 += kMaxTile) {
         const int64_t end = b0 + block_width(a.padded, b0);
         int64_t t0 = b0;

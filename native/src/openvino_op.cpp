@@ -18,6 +18,7 @@
 // input [batch, seq, cols], each sequence's result transposed, as attention's key is before its product with the
 // query; f32 only). Outputs: [..., rows] (or [..., splits[i]]), of output_type.
 // See pruneofa_sparse.h for the arithmetic.
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <mutex>
@@ -210,15 +211,11 @@ private:
         return outs;
     }
 
-
     int32_t zero_point() const { return static_cast<int32_t>(x_zero_point_); }
 
     bool transposed(size_t i) const { return i < options_.transposed.size() && options_.transposed[i] != 0; }
     bool any_transposed() const {
-        for (size_t i = 0; i < options_.transposed.size(); ++i) {
-            if (transposed(i)) return true;
-        }
-        return false;
+        return std::any_of(options_.transposed.begin(), options_.transposed.end(), [](int64_t t) { return t != 0; });
     }
 
     std::vector<int64_t> output_rows() const {
@@ -232,7 +229,6 @@ private:
         if (name == "u8") return ov::element::u8;
         return ov::element::dynamic;
     }
-
 
     // Row blocks [begin, end) of the layer, each output's share of them into that output.
     static void compute_rows(const Kernel& kernel, const pofa_weights& w, const PreparedWeights* form,

@@ -96,7 +96,8 @@ void store_tile_portable(const int32_t* tile, int32_t rows, int32_t n0, int nrow
 
 namespace {
 
-void compute_scalar(const pofa_weights& w, const PreparedWeights* /*unused: K-group form*/, const Activations& a, const Output& o, int64_t rb_begin, int64_t rb_end) {
+void compute_scalar(const pofa_weights& w, const PreparedWeights* /*unused: K-group form*/, const Activations& a,
+                    const Output& o, int64_t rb_begin, int64_t rb_end) {
     int32_t tile[kRowBlock * kMaxTile];
     for (int64_t t0 = 0; t0 < a.tokens; t0 += kMaxTile) {
         const int ntok = static_cast<int>(std::min<int64_t>(kMaxTile, a.tokens - t0));

@@ -1,6 +1,6 @@
-// The AVX-512 paths' epilogue for a tile computed outputs-by-tokens (include only from files compiled with
-// -mavx512f -mavx512bw -mavx512vl): tiles computed outputs-by-tokens (the K-group VNNI path: 16 output rows x up to 64 tokens) or
-// tokens-by-outputs (the blocks form and AMX's C tiles: tokens x 16 outputs).
+// The AVX-512 paths' epilogue (include only from files compiled with -mavx512f -mavx512bw -mavx512vl), for tiles
+// computed outputs-by-tokens (the K-group VNNI path: 16 output rows x up to 64 tokens) or tokens-by-outputs (the
+// blocks form and AMX's C tiles: tokens x 16 outputs).
 #pragma once
 
 #include <immintrin.h>
@@ -28,8 +28,9 @@ inline void store16(const Output& o, const Quantizer16& quantize, int64_t index,
     }
 }
 
-// A transposed output (o.seq > 0, f32): y[t] = the 16 outputs n0.. (nrows of them) of token t0 + t, t < ntok <= 16.
-// Within one sequence each output's tokens are consecutive there: transposed in registers, one store per output.
+// A transposed output (o.seq > 0, f32): y[t] = the 16 outputs n0.. (nrows of them) of token t0 + t, for
+// t < ntok <= 16. Within one sequence each output's tokens are consecutive there: transposed in registers, one
+// store per output.
 inline void store_transposed(const Output& o, const __m512* y, int32_t rows, int32_t n0, int nrows, int64_t t0,
                              int ntok) {
     const int64_t first = o.token0 + t0;

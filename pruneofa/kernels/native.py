@@ -26,7 +26,7 @@ ISA_ENV = "PRUNEOFA_SPARSE_ISA"
 ISA_NAMES = ("scalar", "avx2", "avx512_vnni", "amx")  # indices = the C enum
 AUTO = -1
 ACTIVATIONS = {"none": 0, "gelu": 1}  # POFA_ACT_* of pruneofa_sparse.h
-TYPES = {"f32": (0, np.float32), "u8": (2, np.uint8)}  # POFA_TYPE_* of pruneofa_sparse.h, and numpy's dtypes
+TYPES = {"f32": (0, np.float32), "u8": (1, np.uint8)}  # POFA_TYPE_* of pruneofa_sparse.h, and numpy's dtypes
 
 
 class _Weights(ctypes.Structure):

@@ -5,7 +5,8 @@ the activation quantizer, weight scales and bias folded into its (mult, offset) 
 it (the FFN's first Linear) folded in too; Linears that read the same quantized input (attention's query, key
 and value) share one node, with an output each; a Linear whose result only the next one reads (the FFN's first,
 feeding its second) hands it over already quantized (u8), as the QDQ graph's QuantizeLinear would; attention's
-scaling of query and key (a constant Mul after their reshape and transpose) is folded into the epilogue. Attention,
+scaling of query and key (a constant Mul after their reshape and transpose) is folded into the epilogue, and the
+keys are written transposed per sequence, as attention's product with the query reads them. Attention,
 LayerNorm and the rest of the graph are untouched, so OpenVINO keeps running them with its own kernels; the file
 loads in OpenVINO after `pruneofa.kernels.openvino_op.add_to(core)`.
 
@@ -98,15 +99,23 @@ def _gelu_after(g: _Graph, out: str) -> tuple[str, list[Any]] | None:
     return half.output[0], [div, erf, add, mul, half]
 
 
+def _reshape_transpose(g: _Graph, out: str) -> tuple[Any, Any] | None:
+    """(reshape, transpose) where `out` goes only into a Reshape and that only into a Transpose, as attention's
+    query, key and value do (to [batch, heads, seq, size] or, for the key, [batch, heads, size, seq])."""
+    reshape = g.only_user(out, "Reshape")
+    transpose = g.only_user(reshape.output[0], "Transpose") if reshape is not None else None
+    return (reshape, transpose) if transpose is not None else None
+
+
 def _scale_after(g: _Graph, out: str) -> tuple[float, Any, Any, list[Any]] | None:
     """(s, transpose, mul, shapes) where `out` goes only through Reshape -> Transpose -> Mul(scalar s) (and Shape
     nodes reading the transposed tensor), as attention scales its query and key (transformers' export multiplies
     each by 1 / sqrt(sqrt(head size))): a scale that commutes with the reshape and the transpose, so the Linear's
     epilogue can apply it; None when it is not that."""
-    reshape = g.only_user(out, "Reshape")
-    transpose = g.only_user(reshape.output[0], "Transpose") if reshape is not None else None
-    if transpose is None:
+    found = _reshape_transpose(g, out)
+    if found is None:
         return None
+    transpose = found[1]
     users = g.consumers.get(transpose.output[0], [])
     muls = [n for n in users if n.op_type == "Mul"]
     shapes = [n for n in users if n.op_type == "Shape"]
@@ -123,12 +132,9 @@ def _keys_transposed(g: _Graph, out: str) -> tuple[Any, Any] | None:
     Transpose(0, 2, 3, 1), as attention's key does before its product with the query: a transpose per sequence
     the op can write directly (OpenVINO ran it as a generic transpose, ~5% of BERT-base's time at batch 1),
     leaving only a reshape; None when it is not that."""
-    reshape = g.only_user(out, "Reshape")
-    transpose = g.only_user(reshape.output[0], "Transpose") if reshape is not None else None
-    if transpose is None:
-        return None
-    perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), None)
-    return (reshape, transpose) if perm == [0, 2, 3, 1] else None
+    found = _reshape_transpose(g, out)
+    perm = next((list(a.ints) for a in found[1].attribute if a.name == "perm"), None) if found else None
+    return found if perm == [0, 2, 3, 1] else None
 
 
 def _axis(node: Any) -> int:
@@ -233,6 +239,25 @@ def _reshape_transposed_keys(graph: Any, reshape: Any, keys: str, final: str) ->
     reshape.input[0], reshape.input[1], reshape.output[0] = keys, f"{keys}.shape", final
 
 
+def _drop_what_the_op_took(graph: Any, member: dict[str, Any], transposed_keys: bool) -> None:
+    """Remove the nodes after a Linear that its op now does itself: the scale's Mul (the epilogue applies it)
+    and, for keys written transposed, the Transpose (a reshape of the op's output takes its place), keeping the
+    name their readers read."""
+    if member["scaled"] is None and not transposed_keys:
+        return
+    transpose, mul, shapes = member["scaled"] or (member["keys"][1], None, [])
+    final = mul.output[0] if mul is not None else transpose.output[0]
+    for shape in shapes:  # the same shape, under the name the transposed tensor now has
+        shape.input[0] = final
+    if mul is not None:
+        graph.node.remove(mul)
+    if transposed_keys:  # the op wrote [batch, rows, seq]: only the reshape to [batch, heads, size, seq] is left
+        _reshape_transposed_keys(graph, member["keys"][0], f"{member['out']}.keys", final)
+        graph.node.remove(transpose)
+    else:
+        transpose.output[0] = final  # the Mul's readers read the (already scaled) transpose
+
+
 def rewrite(proto: Any) -> Rewritten:
     """Rewrite `proto` (a loaded QDQ ONNX model) in place; dead Q/DQ nodes and int8 initializers are dropped."""
     from onnx import helper, numpy_helper
@@ -290,19 +315,7 @@ def rewrite(proto: Any) -> Rewritten:
         for old in (n for m in members for n in m["removed"]):
             proto.graph.node.remove(old)
         for member, transposed_keys in zip(members, keys, strict=True):
-            if member["scaled"] is None and not transposed_keys:
-                continue
-            transpose, mul, shapes = member["scaled"] or (member["keys"][1], None, [])
-            final = mul.output[0] if mul is not None else transpose.output[0]
-            for shape in shapes:  # the same shape, under the name the transposed tensor now has
-                shape.input[0] = final
-            if mul is not None:
-                proto.graph.node.remove(mul)
-            if transposed_keys:  # the op wrote [batch, rows, seq]: only the reshape to [batch, heads, size, seq] left
-                _reshape_transposed_keys(proto.graph, member["keys"][0], f"{member['out']}.keys", final)
-                proto.graph.node.remove(transpose)
-            else:
-                transpose.output[0] = final  # the Mul's readers read the (already scaled) transpose
+            _drop_what_the_op_took(proto.graph, member, transposed_keys)
         for offset_in_graph, new in enumerate(nodes):
             proto.graph.node.insert(position + offset_in_graph, new)
         proto.graph.initializer.extend(inits)
