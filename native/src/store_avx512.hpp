@@ -14,6 +14,11 @@
 
 namespace pofa {
 
+// o's quantizer for a u8 output; for the others a constant one (no division per call on the epilogue's path).
+inline Quantizer16 output_quantizer(const Output& o) {
+    return o.u8 != nullptr ? Quantizer16(o.out_scale, o.out_zero_point) : Quantizer16(1.0f, 0);
+}
+
 // The 16 lanes of y in `mask` to o's f32 or u8 output at `index` (u8: through `quantize`, o's quantizer).
 inline void store16(const Output& o, const Quantizer16& quantize, int64_t index, __mmask16 mask, __m512 y) {
     if (o.u8 != nullptr) {
@@ -65,7 +70,7 @@ inline void store_tile_avx512(const int32_t* tile, int32_t rows, int32_t n0, int
     }
     const __m512 mult = _mm512_maskz_loadu_ps(mask, o.mult + n0);
     const __m512 offset = _mm512_maskz_loadu_ps(mask, o.offset + n0);
-    const Quantizer16 quantize(o.out_scale, o.out_zero_point);
+    const Quantizer16 quantize = output_quantizer(o);
     __m512 y[16];
     for (int t = 0; t < ntok; ++t) {
         const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, column, tile + t, 4);
@@ -90,7 +95,7 @@ inline void store_rows_avx512(const int32_t* c, const Output& o, int32_t rows, i
     }
     const __m512 mult = _mm512_maskz_loadu_ps(mask, o.mult + n0);
     const __m512 offset = _mm512_maskz_loadu_ps(mask, o.offset + n0);
-    const Quantizer16 quantize(o.out_scale, o.out_zero_point);
+    const Quantizer16 quantize = output_quantizer(o);
     __m512 y[16];  // ntok <= 16
     for (int t = 0; t < ntok; ++t) {
         y[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * t)), mult, offset);
