@@ -72,6 +72,21 @@ inline int64_t output_index(const Output& o, int64_t t, int32_t n, int32_t rows)
     return t * ld + (n - o.first_row);
 }
 
+// A Linear's residual Add and the LayerNorm after it (over each token's outputs), done by the op as its last pass
+// over the output: y[t] = (x - mean) / sqrt(var + epsilon) * gamma + beta for x = y[t] + residual[t], both rows
+// of n floats, as ONNX LayerNormalization (axis -1) computes it.
+struct ResidualNorm {
+    const float* residual;
+    const float* gamma;
+    const float* beta;
+    float epsilon;
+};
+// Tokens [t_begin, t_end) of y (rows of n floats) in place.
+using ResidualNormFn = void (*)(float* y, const ResidualNorm& norm, int32_t n, int64_t t_begin, int64_t t_end);
+void residual_norm_portable(float* y, const ResidualNorm& norm, int32_t n, int64_t t_begin, int64_t t_end);
+// The same with AVX-512 (kernel_avx512_vnni.cpp; call only where AVX-512F runs: the avx512_vnni and amx paths).
+void residual_norm_avx512(float* y, const ResidualNorm& norm, int32_t n, int64_t t_begin, int64_t t_end);
+
 // A path's own form of a layer's weights, built once per layer (the AMX path's compressed tiles); the K-group
 // paths read pofa_weights as they are and need none.
 struct PreparedWeights {
@@ -101,6 +116,8 @@ struct Kernel {
     // Whether pack_u8 / quantize_pack write every byte of their tokens' part of the layout, padding included, so
     // the caller need not zero-fill it first (a memset of up to K x tokens bytes per call).
     bool fills_layout = false;
+    // The residual Add + LayerNorm pass of an op that fuses them (sparse_form.py), in this path's instructions.
+    ResidualNormFn residual_norm = residual_norm_portable;
 };
 
 // A layer's input: u8 activations as they are (already quantized), or f32 ones to quantize (exactly one set).

@@ -236,7 +236,8 @@ void pack_u8(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4, int64_
 }  // namespace
 
 const Kernel& kernel_amx() {
-    static const Kernel k{activation_bytes, pack_u8, quantize_pack, prepare, nullptr, compute};
+    static const Kernel k{activation_bytes, pack_u8, quantize_pack, prepare, nullptr, compute, false,
+                          residual_norm_avx512};
     return k;
 }
 

@@ -11,6 +11,7 @@
 // Compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vnni; called only when the CPU reports them.
 #include <immintrin.h>
 
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -228,9 +229,48 @@ void pack_u8(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4, int64_
 
 }  // namespace
 
+// Three sweeps of a token's row (sum; squared deviations; normalize), each in L1, 16 lanes at a time and four
+// vectors in flight: one accumulator would make each sweep a chain of dependent adds (latency, not throughput).
+void residual_norm_avx512(float* y, const ResidualNorm& norm, int32_t n, int64_t t_begin, int64_t t_end) {
+    const auto lanes = [n](int32_t j) { return static_cast<__mmask16>(n - j >= 16 ? 0xFFFF : (1u << (n - j)) - 1u); };
+    const auto sweep = [n, &lanes](auto&& body) {  // body(j, mask, accumulator) for j = 0, 16, ... < n
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        int32_t j = 0;
+        for (; j + 64 <= n; j += 64) {
+            for (int u = 0; u < 4; ++u) body(j + 16 * u, __mmask16{0xFFFF}, acc[u]);
+        }
+        for (; j < n; j += 16) body(j, lanes(j), acc[0]);
+        return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+    };
+    const float count = static_cast<float>(n);
+    for (int64_t t = t_begin; t < t_end; ++t) {
+        float* row = y + t * n;
+        const float* residual = norm.residual + t * n;
+        const float sum = sweep([&](int32_t j, __mmask16 m, __m512& acc) {
+            const __m512 x = _mm512_add_ps(_mm512_maskz_loadu_ps(m, row + j), _mm512_maskz_loadu_ps(m, residual + j));
+            _mm512_mask_storeu_ps(row + j, m, x);
+            acc = _mm512_add_ps(acc, x);
+        });
+        const __m512 mean = _mm512_set1_ps(sum / count);
+        const float squares = sweep([&](int32_t j, __mmask16 m, __m512& acc) {
+            const __m512 d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, row + j), mean);
+            acc = _mm512_fmadd_ps(d, d, acc);
+        });
+        const __m512 inverse = _mm512_set1_ps(1.0f / std::sqrt(squares / count + norm.epsilon));
+        for (int32_t j = 0; j < n; j += 16) {
+            const __mmask16 m = lanes(j);
+            const __m512 d = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, row + j), mean), inverse);
+            const __m512 out = _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(m, norm.gamma + j),
+                                               _mm512_maskz_loadu_ps(m, norm.beta + j));
+            _mm512_mask_storeu_ps(row + j, m, out);
+        }
+    }
+}
+
 const Kernel& kernel_avx512_vnni() {
     static const Kernel k{packed_bytes,        pack_u8, quantize_pack, prepare_blocks_avx512,
-                          group_layout_offset, compute, /*fills_layout=*/true};  // pack_16_tokens
+                          group_layout_offset, compute, /*fills_layout=*/true,  // pack_16_tokens
+                          residual_norm_avx512};
     return k;
 }
 

@@ -16,7 +16,11 @@
 // op's input, when that op is its only reader: the FFN's first Linear feeding its second, one byte per value
 // instead of four and no second quantizing pass), transposed (optional, per output: 1 = [batch, rows, seq] for an
 // input [batch, seq, cols], each sequence's result transposed, as attention's key is before its product with the
-// query; f32 only). Outputs: [..., rows] (or [..., splits[i]]), of output_type.
+// query; f32 only), norm_epsilon (optional, with inputs 4 residual f32 [..., rows], 5 gamma f32 [rows], 6 beta
+// f32 [rows]: the result is LayerNorm(y + residual) * gamma + beta over its rows, the residual Add and LayerNorm
+// that follow attention's output Linear and the FFN's second in BERT, done as the op's last pass over its own
+// output while it is in cache instead of as two more nodes; one f32 output). Outputs: [..., rows] (or
+// [..., splits[i]]), of output_type.
 // See pruneofa_sparse.h for the arithmetic.
 #include <algorithm>
 #include <array>
@@ -52,6 +56,7 @@ public:
         std::vector<int64_t> transposed;  // per output, 1: [batch, rows, seq]; empty: none
         float out_scale = 0.0f;
         int64_t out_zero_point = 0;
+        float norm_epsilon = 0.0f;  // with inputs 4..6: the residual Add + LayerNorm after the Linear
     };
 
     SparseInt8Linear(const ov::OutputVector& args, int64_t rows, int64_t cols, float x_scale, int64_t x_zero_point,
@@ -66,7 +71,8 @@ public:
     }
 
     void validate_and_infer_types() override {
-        NODE_VALIDATION_CHECK(this, get_input_size() == 4, "SparseInt8Linear takes 4 inputs, got ", get_input_size());
+        NODE_VALIDATION_CHECK(this, get_input_size() == 4 || get_input_size() == 7,
+                              "SparseInt8Linear takes 4 inputs (7 with a residual norm), got ", get_input_size());
         NODE_VALIDATION_CHECK(this, get_input_element_type(1) == ov::element::u8, "packed weights must be u8");
         NODE_VALIDATION_CHECK(this, options_.activation == POFA_ACT_NONE || options_.activation == POFA_ACT_GELU,
                               "activation must be 0 (none) or 1 (gelu), got ", options_.activation);
@@ -93,6 +99,15 @@ public:
         NODE_VALIDATION_CHECK(this, options_.transposed.empty() || options_.transposed.size() == parts.size(),
                               "transposed needs one entry per output");
         NODE_VALIDATION_CHECK(this, !any_transposed() || out_type == ov::element::f32, "a transposed output is f32");
+        if (normed()) {
+            NODE_VALIDATION_CHECK(this, options_.norm_epsilon > 0.0f, "a residual norm needs norm_epsilon > 0");
+            NODE_VALIDATION_CHECK(this, parts.size() == 1 && out_type == ov::element::f32 && !any_transposed(),
+                                  "a residual norm needs one f32 output, not transposed");
+            for (size_t i = 4; i < 7; ++i) {
+                NODE_VALIDATION_CHECK(this, get_input_element_type(i).compatible(ov::element::f32),
+                                      "the residual, gamma and beta must be f32");
+            }
+        }
         set_output_size(parts.size());
         for (size_t i = 0; i < parts.size(); ++i) {
             ov::PartialShape shape = get_input_partial_shape(0);
@@ -125,6 +140,7 @@ public:
         visitor.on_attribute("out_scale", options_.out_scale);
         visitor.on_attribute("out_zero_point", options_.out_zero_point);
         visitor.on_attribute("transposed", options_.transposed);
+        visitor.on_attribute("norm_epsilon", options_.norm_epsilon);
         return true;
     }
 
@@ -145,6 +161,7 @@ public:
         const std::vector<Output> outs = bind_outputs(outputs, inputs, in_shape);
         const int64_t tokens = static_cast<int64_t>(ov::shape_size(in_shape) / static_cast<size_t>(cols_));
         if (tokens == 0) return true;
+        const ResidualNorm norm = residual_norm(inputs, tokens);
         const size_t bytes = kernel->activation_bytes(tokens, w.cols) + 64;
         Input x{nullptr, nullptr};  // {u8, f32}
         if (in_type == ov::element::u8) {
@@ -157,7 +174,7 @@ public:
         // each thread quantizing the whole input itself to save this fork/join was 5% slower at batch 1.)
         uint8_t* x4 = scratch(bytes, !kernel->fills_layout);  // the calling (stream) thread's, shared by the workers
         if (kernel->token_block_offset != nullptr) {
-            split_tokens(*kernel, form, w, x, tokens, x4, outs);
+            split_tokens(*kernel, form, w, x, tokens, x4, outs, norm);
             return true;
         }
         ov::parallel_nt(0, [&](const int ithr, const int nthr) {  // ranges of whole kTokenAlign chunks
@@ -172,6 +189,11 @@ public:
         ov::parallel_nt(0, [&](const int ithr, const int nthr) {
             compute_rows(*kernel, w, form, a, outs, blocks * ithr / nthr, blocks * (ithr + 1) / nthr);
         });
+        if (norm.residual != nullptr) {  // each token's rows came from every thread: normalized once they are done
+            ov::parallel_nt(0, [&](const int ithr, const int nthr) {
+                kernel->residual_norm(outs[0].f32, norm, w.rows, tokens * ithr / nthr, tokens * (ithr + 1) / nthr);
+            });
+        }
         return true;
     }
 
@@ -213,6 +235,20 @@ private:
 
     int32_t zero_point() const { return static_cast<int32_t>(x_zero_point_); }
 
+    bool normed() const { return get_input_size() == 7; }
+
+    // The residual Add + LayerNorm's inputs (residual == nullptr: the op has none), checked against the output.
+    ResidualNorm residual_norm(const ov::TensorVector& inputs, int64_t tokens) const {
+        if (inputs.size() != 7) return ResidualNorm{nullptr, nullptr, nullptr, 0.0f};
+        if (inputs[4].get_size() != static_cast<size_t>(tokens * rows_) ||
+            inputs[5].get_size() != static_cast<size_t>(rows_) || inputs[6].get_size() != static_cast<size_t>(rows_)) {
+            throw std::runtime_error("pruneofa SparseInt8Linear: the residual must be shaped as the output, gamma and "
+                                     "beta as its rows");
+        }
+        return ResidualNorm{inputs[4].data<const float>(), inputs[5].data<const float>(),
+                            inputs[6].data<const float>(), options_.norm_epsilon};
+    }
+
     bool transposed(size_t i) const { return i < options_.transposed.size() && options_.transposed[i] != 0; }
     bool any_transposed() const {
         return std::any_of(options_.transposed.begin(), options_.transposed.end(), [](int64_t t) { return t != 0; });
@@ -243,8 +279,9 @@ private:
 
     // Each thread quantizes and multiplies its own blocks of kMaxTile tokens, all output rows: one fork/join per
     // call instead of two (quantize, then multiply), and no thread waits for another's quantized tokens.
+    // With a residual norm, each thread then normalizes its own tokens: it has all of their rows.
     void split_tokens(const Kernel& kernel, const PreparedWeights* form, const pofa_weights& w, const Input& x,
-                      int64_t tokens, uint8_t* x4, const std::vector<Output>& outs) const {
+                      int64_t tokens, uint8_t* x4, const std::vector<Output>& outs, const ResidualNorm& norm) const {
         const int64_t padded = padded_tokens(tokens);
         const int64_t token_blocks = (padded + kMaxTile - 1) / kMaxTile;
         ov::parallel_nt(0, [&](const int ithr, const int nthr) {
@@ -257,6 +294,7 @@ private:
             std::vector<Output> mine = outs;  // the range's tokens are tokens 0.. to the kernel
             for (Output& o : mine) o.token0 = t_begin;
             compute_rows(kernel, w, form, range, mine, 0, row_blocks(w));
+            if (norm.residual != nullptr) kernel.residual_norm(outs[0].f32, norm, w.rows, t_begin, t_end);
         });
     }
 
@@ -348,6 +386,7 @@ ov::OutputVector from_onnx(const ov::frontend::NodeContext& node) {
     options.out_scale = node.get_attribute<float>("out_scale", 0.0f);
     options.out_zero_point = node.get_attribute<int64_t>("out_zero_point", int64_t{0});
     options.transposed = node.get_attribute<std::vector<int64_t>>("transposed", std::vector<int64_t>{});
+    options.norm_epsilon = node.get_attribute<float>("norm_epsilon", 0.0f);
     const auto op = std::make_shared<pofa::SparseInt8Linear>(
         inputs, node.get_attribute<int64_t>("rows"), node.get_attribute<int64_t>("cols"),
         node.get_attribute<float>("x_scale"), node.get_attribute<int64_t>("x_zero_point"), std::move(options));

@@ -71,6 +71,23 @@ bool blocks_form_pays(const std::vector<std::vector<uint16_t>>& found, const pof
     return static_cast<double>(kept) * kRowBlock <= kBlockFormMaxSpread * static_cast<double>(w.row_ptr[w.rows]);
 }
 
+void residual_norm_portable(float* y, const ResidualNorm& norm, int32_t n, int64_t t_begin, int64_t t_end) {
+    for (int64_t t = t_begin; t < t_end; ++t) {
+        float* row = y + t * n;
+        const float* residual = norm.residual + t * n;
+        float sum = 0.0f;
+        for (int32_t j = 0; j < n; ++j) {
+            row[j] += residual[j];
+            sum += row[j];
+        }
+        const float mean = sum / static_cast<float>(n);
+        float squares = 0.0f;
+        for (int32_t j = 0; j < n; ++j) squares += (row[j] - mean) * (row[j] - mean);
+        const float inverse = 1.0f / std::sqrt(squares / static_cast<float>(n) + norm.epsilon);
+        for (int32_t j = 0; j < n; ++j) row[j] = (row[j] - mean) * inverse * norm.gamma[j] + norm.beta[j];
+    }
+}
+
 float gelu_scalar(float y) { return 0.5f * y * (1.0f + std::erf(y * 0.70710678118654752f)); }
 
 void store_tile_portable(const int32_t* tile, int32_t rows, int32_t n0, int nrows, int64_t t0, int ntok,

@@ -56,6 +56,7 @@ def write(folder: Path, qdq_path: Path, quantized_linears: int) -> dict[str, Any
         "group_fill": facts.group_fill,  # non-empty 4-wide input groups / all groups
         "gelus_fused": facts.gelus_fused,  # FFN GELUs computed in their Linear's epilogue
         "u8_handoffs": facts.u8_handoffs,  # ops writing the next op's input already quantized (the FFN's first)
+        "norms_fused": facts.norms_fused,  # residual Add + LayerNorm computed by the Linear's op before them
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -56,6 +57,17 @@ def add_to(core: Any) -> None:
     core.add_extension(str(OPENVINO_LIBRARY))
 
 
+@dataclass(frozen=True)
+class ResidualNorm:
+    """The residual Add and LayerNorm (last axis) after a Linear, which its op then computes as its last pass:
+    LayerNorm(y + residual) * gamma + beta."""
+
+    residual: str  # the tensor added to the Linear's result
+    gamma: np.ndarray
+    beta: np.ndarray
+    epsilon: float
+
+
 def epilogue(
     w_scale: np.ndarray, bias: np.ndarray, x_scale: float, x_zero_point: int, weight: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -80,13 +92,15 @@ def node_and_initializers(
     splits: Sequence[int] = (),
     u8_output: tuple[float, int] | None = None,
     transposed: Sequence[bool] = (),
+    norm: ResidualNorm | None = None,
 ) -> tuple[Any, list[Any]]:
     """The ONNX node `y = SparseInt8Linear(x)` and its three initializers (packed weights, mult, offset).
     `activation` "gelu" fuses a following GELU; `linears` > 1 says the op computes that many of the model's Linears
     (merged along the output axis), `splits` their rows when each has its own output (`y` then names them);
     `u8_output` (scale, zero point) quantizes the result as the next op's QuantizeLinear would; `transposed` (per
-    output) writes that output [batch, rows, seq], each sequence's result transposed. Attributes are
-    written only when set: older files have none of them, and load as before."""
+    output) writes that output [batch, rows, seq], each sequence's result transposed; `norm` adds the residual
+    and applies the LayerNorm that follow the Linear (its gamma and beta become initializers too). Attributes
+    and inputs are written only when set: older files have none of them, and load as before."""
     from onnx import helper, numpy_helper
 
     from pruneofa.kernels.native import ACTIVATIONS
@@ -119,6 +133,11 @@ def node_and_initializers(
         node.attribute.append(helper.make_attribute("splits", [int(s) for s in splits]))
     if any(transposed):
         node.attribute.append(helper.make_attribute("transposed", [int(bool(t)) for t in transposed]))
+    if norm is not None:
+        node.input.extend([norm.residual, f"{name}.gamma", f"{name}.beta"])
+        inits.append(numpy_helper.from_array(np.asarray(norm.gamma, np.float32).reshape(-1), f"{name}.gamma"))
+        inits.append(numpy_helper.from_array(np.asarray(norm.beta, np.float32).reshape(-1), f"{name}.beta"))
+        node.attribute.append(helper.make_attribute("norm_epsilon", float(norm.epsilon)))
     if u8_output is not None:
         node.attribute.append(helper.make_attribute("output_type", "u8"))
         node.attribute.append(helper.make_attribute("out_scale", float(u8_output[0])))

@@ -6,8 +6,9 @@ it (the FFN's first Linear) folded in too; Linears that read the same quantized 
 and value) share one node, with an output each; a Linear whose result only the next one reads (the FFN's first,
 feeding its second) hands it over already quantized (u8), as the QDQ graph's QuantizeLinear would; attention's
 scaling of query and key (a constant Mul after their reshape and transpose) is folded into the epilogue, and the
-keys are written transposed per sequence, as attention's product with the query reads them. Attention,
-LayerNorm and the rest of the graph are untouched, so OpenVINO keeps running them with its own kernels; the file
+keys are written transposed per sequence, as attention's product with the query reads them; the residual Add and
+LayerNorm after attention's output Linear and the FFN's second are the op's last pass over its own output.
+Attention and the rest of the graph are untouched, so OpenVINO keeps running them with its own kernels; the file
 loads in OpenVINO after `pruneofa.kernels.openvino_op.add_to(core)`.
 
 The arithmetic is the QDQ graph's (same rounding, same int8 values, exact int32 sums); only the float epilogue
@@ -36,6 +37,7 @@ class Rewritten:
     u8_handoffs: int = 0  # ops that write the next op's quantized input (u8) instead of floats
     scales_folded: int = 0  # attention's query/key scaling (a Mul after Reshape, Transpose) in the epilogue
     keys_transposed: int = 0  # attention's keys written [batch, rows, seq] by the op (their Transpose dropped)
+    norms_fused: int = 0  # residual Add + LayerNorm after a Linear, done by its op (the two nodes dropped)
 
 
 class _Graph:
@@ -137,6 +139,25 @@ def _keys_transposed(g: _Graph, out: str) -> tuple[Any, Any] | None:
     return found if perm == [0, 2, 3, 1] else None
 
 
+def _norm_after(g: _Graph, out: str) -> tuple[openvino_op.ResidualNorm, list[Any], str] | None:
+    """The residual Add and LayerNormalization (last axis, constant gamma and beta) that only `out` feeds, as in
+    BERT after attention's output Linear and the FFN's second: (the norm, its nodes, the LayerNorm's output)."""
+    add = g.only_user(out, "Add")
+    norm = g.only_user(add.output[0], "LayerNormalization") if add is not None else None
+    if norm is None or len(norm.input) < 3 or any(o for o in norm.output[1:]):
+        return None
+    residual = next((i for i in add.input if i != out), None)
+    gamma, beta = g.const(norm.input[1]), g.const(norm.input[2])
+    attrs = {a.name: a for a in norm.attribute}
+    axis = attrs["axis"].i if "axis" in attrs else -1
+    if residual is None or list(add.input).count(out) != 1 or g.const(residual) is not None:
+        return None
+    if gamma is None or beta is None or gamma.ndim != 1 or beta.shape != gamma.shape or axis != -1:
+        return None
+    epsilon = attrs["epsilon"].f if "epsilon" in attrs else 1e-5
+    return openvino_op.ResidualNorm(residual, gamma, beta, float(epsilon)), [add, norm], norm.output[0]
+
+
 def _axis(node: Any) -> int:
     return next((a.i for a in node.attribute if a.name == "axis"), 1)
 
@@ -171,6 +192,11 @@ def _match_linear(g: _Graph, matmul: Any) -> dict[str, Any] | None:
         out_name, activation = gelu[0], "gelu"
     scale = _scale_after(g, out_name) if gelu is None else None
     keys = _keys_transposed(g, out_name) if gelu is None else None
+    norm = _norm_after(g, out_name) if gelu is None and scale is None and keys is None else None
+    if norm is not None and (norm[0].gamma.size != rows or not _written_before(g, norm[0].residual, matmul)):
+        norm = None
+    if norm is not None:  # the op adds the residual and normalizes its rows: the Add and LayerNorm go
+        out_name = norm[2]
     w_scale = np.broadcast_to(w_scale.astype(np.float32).reshape(-1), (rows,)).copy()
     if scale is not None:  # y * s = acc * (mult * s) + offset * s: the epilogue takes the scale, the Mul goes
         w_scale, bias = w_scale * np.float32(scale[0]), bias * np.float32(scale[0])
@@ -186,8 +212,21 @@ def _match_linear(g: _Graph, matmul: Any) -> dict[str, Any] | None:
         "bias": bias,
         "x_scale": float(x_scale.reshape(())),
         "x_zero": int(x_zero.reshape(())),
-        "removed": [matmul] + ([add] if add is not None else []) + (gelu[1] if gelu is not None else []),
+        "norm": norm[0] if norm is not None else None,
+        "removed": [matmul]
+        + ([add] if add is not None else [])
+        + (gelu[1] if gelu is not None else [])
+        + (norm[1] if norm is not None else []),
     }
+
+
+def _written_before(g: _Graph, tensor: str, node: Any) -> bool:
+    """Whether `tensor` is a graph input or made by a node before `node` (the op, put in its place, reads it)."""
+    producer = g.producer.get(tensor)
+    if producer is None:
+        return True
+    nodes = list(g.graph.node)
+    return nodes.index(producer) < nodes.index(node)
 
 
 def _merged(members: list[dict[str, Any]]) -> dict[str, Any]:
@@ -268,7 +307,8 @@ def rewrite(proto: Any) -> Rewritten:
     by_input: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for i, parts in enumerate(matched):
         key = (g.resolve(parts["x"]), parts["x_scale"], parts["x_zero"], parts["activation"], parts["weight"].shape[1])
-        by_input.setdefault(key if opset >= 13 else (i,), []).append(parts)  # Split's sizes input: opset 13
+        alone = opset < 13 or parts["norm"] is not None  # Split's sizes input: opset 13; a norm is one Linear's
+        by_input.setdefault((i,) if alone else key, []).append(parts)
     groups = list(by_input.values())
     # A Linear whose result only the next op reads (the FFN's first Linear, GELU fused, feeding its second) hands
     # it over quantized: u8 out, u8 in, one byte per value instead of four and no second quantizing pass.
@@ -280,7 +320,7 @@ def rewrite(proto: Any) -> Rewritten:
         if writer is not None and _feeds_only(g, x, reader):
             u8_into[writer] = (f"{x}.u8", reader[0]["x_scale"], reader[0]["x_zero"])
             handed[x] = f"{x}.u8"
-    ops = weight_bytes = dense_bytes = gelus = keys_written = 0
+    ops = weight_bytes = dense_bytes = gelus = keys_written = norms = 0
     filled = total = 0
     for index, members in enumerate(groups):
         parts = _merged(members)
@@ -301,7 +341,7 @@ def rewrite(proto: Any) -> Rewritten:
         x = handed.get(g.resolve(parts["x"]), parts["x"])
         node, inits = openvino_op.node_and_initializers(
             name, x, out, weights, parts["x_scale"], parts["x_zero"], mult, offset, parts["activation"],
-            len(members), splits, u8_output, keys,
+            len(members), splits, u8_output, keys, parts["norm"],
         )  # fmt: skip
         nodes = [node]
         if len(members) > 1 and not splits:  # each Linear's own output back, as its readers expect it
@@ -310,6 +350,7 @@ def rewrite(proto: Any) -> Rewritten:
             split = helper.make_node("Split", [f"{name}.out", f"{name}.sizes"], outs, name=f"{name}.split", axis=-1)
             nodes.append(split)
         gelus += len(members) if parts["activation"] == "gelu" else 0
+        norms += parts["norm"] is not None
         graph_nodes = list(proto.graph.node)
         position = min(graph_nodes.index(m["removed"][0]) for m in members)
         for old in (n for m in members for n in m["removed"]):
@@ -329,7 +370,9 @@ def rewrite(proto: Any) -> Rewritten:
         proto.opset_import.append(helper.make_opsetid(openvino_op.DOMAIN, 1))
     fill = filled / total if total else 0.0
     folded = sum(m["scaled"] is not None for m in matched)
-    return Rewritten(len(matched), weight_bytes, dense_bytes, fill, gelus, ops, len(u8_into), folded, keys_written)
+    return Rewritten(
+        len(matched), weight_bytes, dense_bytes, fill, gelus, ops, len(u8_into), folded, keys_written, norms
+    )
 
 
 def drop_dead(graph: Any) -> None:

@@ -68,6 +68,13 @@ def test_rewrite_matches_the_qdq_model(tiny_exports: Path, tmp_path: Path) -> No
     gelu_nodes = [n for n in sparse_nodes if any(a.name == "activation" and a.i == 1 for a in n.attribute)]
     assert len(gelu_nodes) == facts.gelus_fused
     assert not any(n.op_type == "QuantizeLinear" and "weight" in n.input[0] for n in proto.graph.node)
+    # the residual Add + LayerNorm after attention's output Linear and the FFN's second are their ops' last pass:
+    # only the embeddings' LayerNorm is left
+    norm_ops = [n for n in sparse_nodes if any(a.name == "norm_epsilon" for a in n.attribute)]
+    layer_norms = [n for n in qdq.graph.node if n.op_type == "LayerNormalization"]
+    assert facts.norms_fused == len(norm_ops) == 2 * facts.gelus_fused == len(layer_norms) - 1
+    assert len([n for n in proto.graph.node if n.op_type == "LayerNormalization"]) == 1
+    assert all(len(n.input) == 7 and len(n.output) == 1 for n in norm_ops)
     assert len(matmuls) < len([n for n in qdq.graph.node if n.op_type == "MatMul"])  # attention matmuls stay
     # The packed weights are the QDQ file's int8 weights, exactly.
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}

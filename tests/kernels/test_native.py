@@ -134,6 +134,13 @@ def reference_gelu(y):  # type: ignore[no-untyped-def]
 
 
 @needs_kernel
+def reference_norm(x, gamma, beta, epsilon=1e-5):  # type: ignore[no-untyped-def]
+    """ONNX LayerNormalization over the last axis, in float64."""
+    x = x.astype(np.float64)
+    mean = x.mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(((x - mean) ** 2).mean(-1, keepdims=True) + epsilon) * gamma + beta
+
+
 @pytest.mark.parametrize("isa", native.ISA_NAMES)
 def test_fused_gelu_matches_the_exact_erf(isa: str) -> None:
     """The epilogue's GELU (AVX-512 paths: a rational erf; the others: std::erf) against math.erf, over outputs
@@ -279,7 +286,8 @@ import numpy as np, onnx, openvino as ov
 from onnx import helper, TensorProto
 from pruneofa.kernels import openvino_op
 from pruneofa.kernels.group_weights import pack_groups
-from tests.kernels.test_native import reference_gelu, reference_linear, sparse_int8, block_sparse_int8
+from tests.kernels.test_native import (reference_gelu, reference_linear, reference_norm, sparse_int8,
+                                      block_sparse_int8)
 rng = np.random.default_rng(4)
 w = {pattern}(rng, 40, 70); w_scale = (rng.random(40) * 0.01 + 1e-3).astype(np.float32)
 bias = rng.standard_normal(40).astype(np.float32)
@@ -288,26 +296,44 @@ node, inits = openvino_op.node_and_initializers("fc", "x", "y", pack_groups(w), 
 gelu_node, _ = openvino_op.node_and_initializers("fc_gelu", "x", "z", pack_groups(w), 0.02, 128, mult, offset,
                                                  "gelu")
 gelu_node.input[:] = node.input  # the same weights, GELU in the epilogue
+gamma, beta = rng.standard_normal(40).astype(np.float32), rng.standard_normal(40).astype(np.float32)
+norm = openvino_op.ResidualNorm("r", gamma, beta, 1e-5)
+norm_node, norm_inits = openvino_op.node_and_initializers("fc_norm", "x", "n", pack_groups(w), 0.02, 128, mult,
+                                                          offset, norm=norm)
+norm_node.input[1:4] = node.input[1:4]  # the same weights; the residual Add + LayerNorm as the last pass
 x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", 70])
+r_info = helper.make_tensor_value_info("r", TensorProto.FLOAT, ["batch", "sequence", 40])
 y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
 z_info = helper.make_tensor_value_info("z", TensorProto.FLOAT, None)
-model = helper.make_model(helper.make_graph([node, gelu_node], "g", [x_info], [y_info, z_info], inits),
-                          opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(openvino_op.DOMAIN, 1)])
+n_info = helper.make_tensor_value_info("n", TensorProto.FLOAT, None)
+graph = helper.make_graph([node, gelu_node, norm_node], "g", [x_info, r_info], [y_info, z_info, n_info],
+                          inits + norm_inits[3:])
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                helper.make_opsetid(openvino_op.DOMAIN, 1)])
 onnx.save(model, {str(tmp_path / "one.onnx")!r})
 core = ov.Core(); openvino_op.add_to(core)
 compiled = core.compile_model(core.read_model({str(tmp_path / "one.onnx")!r}), "CPU",
                               {{"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2}})
 x = rng.standard_normal((3, 37, 70)).astype(np.float32)
-got, gelu = compiled(x)[0], compiled(x)[1]
+r = rng.standard_normal((3, 37, 40)).astype(np.float32)
+got, gelu, normed = compiled([x, r])[0], compiled([x, r])[1], compiled([x, r])[2]
 assert got.shape == (3, 37, 40)
+np.testing.assert_allclose(normed, reference_norm(reference_linear(x, w, w_scale, bias, 0.02, 128) + r, gamma, beta),
+                           rtol=1e-4, atol=1e-4)
 np.testing.assert_allclose(got, reference_linear(x, w, w_scale, bias, 0.02, 128), rtol=1e-5, atol=1e-4)
 np.testing.assert_allclose(gelu, reference_gelu(reference_linear(x, w, w_scale, bias, 0.02, 128)), rtol=1e-5,
                            atol=1e-4)
 # A large input (4,400 tokens): quantized in token ranges on every thread, then multiplied.
 big = rng.standard_normal((4, 1100, 70)).astype(np.float32)
-np.testing.assert_allclose(compiled(big)[0], reference_linear(big, w, w_scale, bias, 0.02, 128), rtol=1e-5, atol=1e-4)
+big_r = rng.standard_normal((4, 1100, 40)).astype(np.float32)
+np.testing.assert_allclose(compiled([big, big_r])[2],
+                           reference_norm(reference_linear(big, w, w_scale, bias, 0.02, 128) + big_r, gamma, beta),
+                           rtol=1e-4, atol=1e-4)
+np.testing.assert_allclose(compiled([big, big_r])[0], reference_linear(big, w, w_scale, bias, 0.02, 128), rtol=1e-5,
+                           atol=1e-4)
 # The small input again: the op's scratch (not zeroed where a path writes all of its layout) holds the big one's.
-np.testing.assert_allclose(compiled(x)[0], reference_linear(x, w, w_scale, bias, 0.02, 128), rtol=1e-5, atol=1e-4)
+np.testing.assert_allclose(compiled([x, r])[0], reference_linear(x, w, w_scale, bias, 0.02, 128), rtol=1e-5,
+                           atol=1e-4)
 print("ok")
 """
     done = _in_subprocess(code, isa)
