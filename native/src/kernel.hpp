@@ -48,7 +48,8 @@ struct Activations {
 // FFN's first Linear feeding its second); row-major [tokens, ld]. An output may hold a range of the layer's rows
 // only (the op that computes query, key and value writes each to its own tensor): row n goes to column
 // n - first_row. With `seq` > 0 the output is transposed per sequence of `seq` tokens, [batch][row][seq] (f32
-// only: attention's keys, as its product with the query reads them).
+// only: attention's keys, as its product with the query reads them); with `head` > 0 it is split into attention
+// heads, [batch][heads][seq][head] (the query and the value).
 struct Output {
     int32_t* s32;
     float* f32;
@@ -62,14 +63,41 @@ struct Output {
     int32_t first_row = 0;
     int64_t seq = 0;     // > 0: transposed per sequence of this many tokens
     int64_t token0 = 0;  // the layer's token that the kernel's token 0 is (a thread's share of the tokens)
+    // > 0: split into attention heads of this many outputs (a multiple of kRowBlock, so a row block's 16 outputs
+    // stay together), [batch][heads][head_seq][head]: the layout attention's products read the query and value in.
+    int32_t head = 0;
+    int64_t head_seq = 0;  // tokens per sequence, with `head`
 };
 
 // Index of (token t, row n) in `o`, for a layer of `rows` outputs.
 inline int64_t output_index(const Output& o, int64_t t, int32_t n, int32_t rows) {
     t += o.token0;
     const int64_t ld = o.ld > 0 ? o.ld : rows;
-    if (o.seq > 0) return (t / o.seq) * ld * o.seq + static_cast<int64_t>(n - o.first_row) * o.seq + t % o.seq;
-    return t * ld + (n - o.first_row);
+    const int64_t c = n - o.first_row;
+    if (o.seq > 0) return (t / o.seq) * ld * o.seq + c * o.seq + t % o.seq;
+    if (o.head > 0) {
+        const int64_t head = (t / o.head_seq) * (ld / o.head) + c / o.head;
+        return (head * o.head_seq + t % o.head_seq) * o.head + c % o.head;
+    }
+    return t * ld + c;
+}
+
+// (index of token t0's output n, elements from one token's to the next) for tokens t0 .. t0 + ntok - 1 of `o`
+// (not transposed): one output_index() for a run of tokens instead of one each (a per-head output's index takes
+// two divisions); {-1, 0} where the run crosses sequences of a per-head output.
+struct TokenRun {
+    int64_t index;
+    int64_t stride;
+};
+inline TokenRun token_run(const Output& o, int64_t t0, int ntok, int32_t n, int32_t rows) {
+    if (o.head > 0) {
+        if ((o.token0 + t0) % o.head_seq + ntok > o.head_seq) return {-1, 0};
+        return {output_index(o, t0, n, rows), o.head};
+    }
+    return {output_index(o, t0, n, rows), o.ld > 0 ? o.ld : rows};
+}
+inline int64_t run_index(const Output& o, const TokenRun& run, int64_t t0, int t, int32_t n, int32_t rows) {
+    return run.index >= 0 ? run.index + t * run.stride : output_index(o, t0 + t, n, rows);
 }
 
 // A Linear's residual Add and the LayerNorm after it (over each token's outputs), done by the op as its last pass

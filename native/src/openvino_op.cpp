@@ -16,7 +16,9 @@
 // op's input, when that op is its only reader: the FFN's first Linear feeding its second, one byte per value
 // instead of four and no second quantizing pass), transposed (optional, per output: 1 = [batch, rows, seq] for an
 // input [batch, seq, cols], each sequence's result transposed, as attention's key is before its product with the
-// query; f32 only), norm_epsilon (optional, with inputs 4 residual f32 [..., rows], 5 gamma f32 [rows], 6 beta
+// query; f32 only), heads (optional, per output: H > 0 = [batch, H, seq, rows / H] for an input [batch, seq, cols],
+// split into attention heads as attention reads its query and value, rows / H a multiple of 16; f32 only),
+// norm_epsilon (optional, with inputs 4 residual f32 [..., rows], 5 gamma f32 [rows], 6 beta
 // f32 [rows]: the result is LayerNorm(y + residual) * gamma + beta over its rows, the residual Add and LayerNorm
 // that follow attention's output Linear and the FFN's second in BERT, done as the op's last pass over its own
 // output while it is in cache instead of as two more nodes; one f32 output). Outputs: [..., rows] (or
@@ -54,6 +56,7 @@ public:
         std::vector<int64_t> splits;  // empty: one output of all rows
         std::string output_type;      // empty: f32
         std::vector<int64_t> transposed;  // per output, 1: [batch, rows, seq]; empty: none
+        std::vector<int64_t> heads;       // per output, H > 0: [batch, H, seq, rows / H]; empty: none
         float out_scale = 0.0f;
         int64_t out_zero_point = 0;
         float norm_epsilon = 0.0f;  // with inputs 4..6: the residual Add + LayerNorm after the Linear
@@ -99,6 +102,15 @@ public:
         NODE_VALIDATION_CHECK(this, options_.transposed.empty() || options_.transposed.size() == parts.size(),
                               "transposed needs one entry per output");
         NODE_VALIDATION_CHECK(this, !any_transposed() || out_type == ov::element::f32, "a transposed output is f32");
+        NODE_VALIDATION_CHECK(this, options_.heads.empty() || options_.heads.size() == parts.size(),
+                              "heads needs one entry per output");
+        for (size_t i = 0; i < parts.size(); ++i) {
+            if (heads(i) == 0) continue;
+            NODE_VALIDATION_CHECK(this, out_type == ov::element::f32 && !transposed(i) && heads(i) > 0 &&
+                                            parts[i] % heads(i) == 0 && parts[i] / heads(i) % kRowBlock == 0,
+                                  "an output split into heads is f32, not transposed, and its rows / heads a "
+                                  "multiple of ", kRowBlock);
+        }
         if (normed()) {
             NODE_VALIDATION_CHECK(this, options_.norm_epsilon > 0.0f, "a residual norm needs norm_epsilon > 0");
             NODE_VALIDATION_CHECK(this, parts.size() == 1 && out_type == ov::element::f32 && !any_transposed(),
@@ -115,6 +127,11 @@ public:
                 NODE_VALIDATION_CHECK(this, shape.rank().compatible(3), "a transposed output needs a 3-d input");
                 shape = shape.rank().is_static() ? ov::PartialShape{shape[0], parts[i], shape[1]}
                                                  : ov::PartialShape::dynamic(3);
+            } else if (heads(i) > 0) {
+                NODE_VALIDATION_CHECK(this, shape.rank().compatible(3), "an output split into heads needs a 3-d input");
+                shape = shape.rank().is_static()
+                            ? ov::PartialShape{shape[0], heads(i), shape[1], parts[i] / heads(i)}
+                            : ov::PartialShape::dynamic(4);
             } else if (shape.rank().is_static() && shape.rank().get_length() >= 1) {
                 const auto last = shape.rank().get_length() - 1;
                 NODE_VALIDATION_CHECK(this, shape[last].compatible(cols_), "input's last dim must be cols=", cols_);
@@ -140,6 +157,7 @@ public:
         visitor.on_attribute("out_scale", options_.out_scale);
         visitor.on_attribute("out_zero_point", options_.out_zero_point);
         visitor.on_attribute("transposed", options_.transposed);
+        visitor.on_attribute("heads", options_.heads);
         visitor.on_attribute("norm_epsilon", options_.norm_epsilon);
         return true;
     }
@@ -208,11 +226,13 @@ private:
         for (size_t i = 0; i < parts.size(); ++i) {
             ov::Shape out_shape = in_shape;
             out_shape.back() = static_cast<size_t>(parts[i]);
-            if (transposed(i)) {
-                if (in_shape.size() != 3) {
-                    throw std::runtime_error("pruneofa SparseInt8Linear: a transposed output needs a 3-d input");
-                }
-                out_shape = {in_shape[0], static_cast<size_t>(parts[i]), in_shape[1]};
+            if ((transposed(i) || heads(i) > 0) && in_shape.size() != 3) {
+                throw std::runtime_error("pruneofa SparseInt8Linear: a transposed or per-head output needs a 3-d input");
+            }
+            if (transposed(i)) out_shape = {in_shape[0], static_cast<size_t>(parts[i]), in_shape[1]};
+            if (heads(i) > 0) {
+                out_shape = {in_shape[0], static_cast<size_t>(heads(i)), in_shape[1],
+                             static_cast<size_t>(parts[i] / heads(i))};
             }
             outputs[i].set_shape(out_shape);
             Output o{nullptr, nullptr, inputs[2].data<const float>(), inputs[3].data<const float>(),
@@ -227,6 +247,10 @@ private:
             o.ld = parts[i];
             o.first_row = first_row;
             if (transposed(i)) o.seq = static_cast<int64_t>(in_shape[1]);
+            if (heads(i) > 0) {
+                o.head = static_cast<int32_t>(parts[i] / heads(i));
+                o.head_seq = static_cast<int64_t>(in_shape[1]);
+            }
             first_row += static_cast<int32_t>(parts[i]);
             outs.push_back(o);
         }
@@ -250,6 +274,7 @@ private:
     }
 
     bool transposed(size_t i) const { return i < options_.transposed.size() && options_.transposed[i] != 0; }
+    int64_t heads(size_t i) const { return i < options_.heads.size() ? options_.heads[i] : 0; }
     bool any_transposed() const {
         return std::any_of(options_.transposed.begin(), options_.transposed.end(), [](int64_t t) { return t != 0; });
     }
@@ -386,6 +411,7 @@ ov::OutputVector from_onnx(const ov::frontend::NodeContext& node) {
     options.out_scale = node.get_attribute<float>("out_scale", 0.0f);
     options.out_zero_point = node.get_attribute<int64_t>("out_zero_point", int64_t{0});
     options.transposed = node.get_attribute<std::vector<int64_t>>("transposed", std::vector<int64_t>{});
+    options.heads = node.get_attribute<std::vector<int64_t>>("heads", std::vector<int64_t>{});
     options.norm_epsilon = node.get_attribute<float>("norm_epsilon", 0.0f);
     const auto op = std::make_shared<pofa::SparseInt8Linear>(
         inputs, node.get_attribute<int64_t>("rows"), node.get_attribute<int64_t>("cols"),

@@ -96,11 +96,12 @@ inline void store_rows_avx512(const int32_t* c, const Output& o, int32_t rows, i
     const __m512 mult = _mm512_maskz_loadu_ps(mask, o.mult + n0);
     const __m512 offset = _mm512_maskz_loadu_ps(mask, o.offset + n0);
     const Quantizer16 quantize = output_quantizer(o);
+    const TokenRun run = o.seq == 0 ? token_run(o, t0, ntok, n0, rows) : TokenRun{-1, 0};
     __m512 y[16];  // ntok <= 16
     for (int t = 0; t < ntok; ++t) {
         y[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * t)), mult, offset);
         if (o.activation == POFA_ACT_GELU) y[t] = gelu16(y[t]);
-        if (o.seq == 0) store16(o, quantize, output_index(o, t0 + t, n0, rows), mask, y[t]);
+        if (o.seq == 0) store16(o, quantize, run_index(o, run, t0, t, n0, rows), mask, y[t]);
     }
     if (o.seq > 0) store_transposed(o, y, rows, n0, std::min(16, rows - n0), t0, ntok);
 }

@@ -93,12 +93,14 @@ def node_and_initializers(
     u8_output: tuple[float, int] | None = None,
     transposed: Sequence[bool] = (),
     norm: ResidualNorm | None = None,
+    heads: Sequence[int] = (),
 ) -> tuple[Any, list[Any]]:
     """The ONNX node `y = SparseInt8Linear(x)` and its three initializers (packed weights, mult, offset).
     `activation` "gelu" fuses a following GELU; `linears` > 1 says the op computes that many of the model's Linears
     (merged along the output axis), `splits` their rows when each has its own output (`y` then names them);
     `u8_output` (scale, zero point) quantizes the result as the next op's QuantizeLinear would; `transposed` (per
-    output) writes that output [batch, rows, seq], each sequence's result transposed; `norm` adds the residual
+    output) writes that output [batch, rows, seq], each sequence's result transposed; `heads` (per output, H > 0)
+    writes it [batch, H, seq, rows / H], split into attention heads; `norm` adds the residual
     and applies the LayerNorm that follow the Linear (its gamma and beta become initializers too). Attributes
     and inputs are written only when set: older files have none of them, and load as before."""
     from onnx import helper, numpy_helper
@@ -133,6 +135,8 @@ def node_and_initializers(
         node.attribute.append(helper.make_attribute("splits", [int(s) for s in splits]))
     if any(transposed):
         node.attribute.append(helper.make_attribute("transposed", [int(bool(t)) for t in transposed]))
+    if any(heads):
+        node.attribute.append(helper.make_attribute("heads", [int(h) for h in heads]))
     if norm is not None:
         node.input.extend([norm.residual, f"{name}.gamma", f"{name}.beta"])
         inits.append(numpy_helper.from_array(np.asarray(norm.gamma, np.float32).reshape(-1), f"{name}.gamma"))

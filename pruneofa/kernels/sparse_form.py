@@ -38,6 +38,7 @@ class Rewritten:
     scales_folded: int = 0  # attention's query/key scaling (a Mul after Reshape, Transpose) in the epilogue
     keys_transposed: int = 0  # attention's keys written [batch, rows, seq] by the op (their Transpose dropped)
     norms_fused: int = 0  # residual Add + LayerNorm after a Linear, done by its op (the two nodes dropped)
+    heads_written: int = 0  # query/value written [batch, heads, seq, size] by the op (Reshape, Transpose dropped)
 
 
 class _Graph:
@@ -139,6 +140,34 @@ def _keys_transposed(g: _Graph, out: str) -> tuple[Any, Any] | None:
     return found if perm == [0, 2, 3, 1] else None
 
 
+def _heads_after(g: _Graph, out: str, rows: int) -> tuple[Any, Any, int] | None:
+    """(reshape, transpose, H) where `out` goes only through Reshape([batch, seq, H or -1, rows / H]) ->
+    Transpose(0, 2, 1, 3), as attention's query and value do: the op can write [batch, H, seq, rows / H] itself
+    (OpenVINO ran each as a generic transpose); None when it is not that, or a head is not whole row blocks."""
+    found = _reshape_transpose(g, out)
+    perm = next((list(a.ints) for a in found[1].attribute if a.name == "perm"), None) if found else None
+    if found is None or perm != [0, 2, 1, 3]:
+        return None
+    target = g.const(found[0].input[1])
+    if target is None:  # built at run time: [batch, seq] from the input's shape, then constant [H, size]
+        concat = g.made_by(found[0].input[1], "Concat")
+        tail = [g.const(i) for i in concat.input] if concat is not None else []
+        known: list[int] = []
+        for value in reversed(tail):
+            if value is None:
+                break
+            known = [int(v) for v in value.reshape(-1)] + known
+        target = np.asarray([0, 0, *known[-2:]]) if len(known) >= 2 else None
+    if target is None or target.size != 4:
+        return None
+    heads, size = int(target.reshape(-1)[2]), int(target.reshape(-1)[3])
+    if heads == -1 and size > 0 and rows % size == 0:  # transformers' export: [batch, seq, -1, head size]
+        heads = rows // size
+    if heads <= 0 or rows % heads or size not in (rows // heads, -1) or (rows // heads) % 16:
+        return None
+    return found[0], found[1], heads
+
+
 def _norm_after(g: _Graph, out: str) -> tuple[openvino_op.ResidualNorm, list[Any], str] | None:
     """The residual Add and LayerNormalization (last axis, constant gamma and beta) that only `out` feeds, as in
     BERT after attention's output Linear and the FFN's second: (the norm, its nodes, the LayerNorm's output)."""
@@ -192,6 +221,7 @@ def _match_linear(g: _Graph, matmul: Any) -> dict[str, Any] | None:
         out_name, activation = gelu[0], "gelu"
     scale = _scale_after(g, out_name) if gelu is None else None
     keys = _keys_transposed(g, out_name) if gelu is None else None
+    heads = _heads_after(g, out_name, rows) if gelu is None and keys is None else None
     norm = _norm_after(g, out_name) if gelu is None and scale is None and keys is None else None
     if norm is not None and (norm[0].gamma.size != rows or not _written_before(g, norm[0].residual, matmul)):
         norm = None
@@ -209,6 +239,7 @@ def _match_linear(g: _Graph, matmul: Any) -> dict[str, Any] | None:
         "w_scale": w_scale,
         "scaled": scale[1:] if scale is not None else None,  # (transpose, mul, shapes): the Mul to drop
         "keys": keys,  # (reshape, transpose): written transposed by the op, a reshape left
+        "heads": heads,  # (reshape, transpose, H): written [batch, H, seq, size] by the op, both dropped
         "bias": bias,
         "x_scale": float(x_scale.reshape(())),
         "x_zero": int(x_zero.reshape(())),
@@ -278,13 +309,19 @@ def _reshape_transposed_keys(graph: Any, reshape: Any, keys: str, final: str) ->
     reshape.input[0], reshape.input[1], reshape.output[0] = keys, f"{keys}.shape", final
 
 
-def _drop_what_the_op_took(graph: Any, member: dict[str, Any], transposed_keys: bool) -> None:
-    """Remove the nodes after a Linear that its op now does itself: the scale's Mul (the epilogue applies it)
-    and, for keys written transposed, the Transpose (a reshape of the op's output takes its place), keeping the
-    name their readers read."""
-    if member["scaled"] is None and not transposed_keys:
+def _after_heads(member: dict[str, Any]) -> str:
+    """The tensor attention reads where the op writes a Linear's result split into heads: the scale's Mul's
+    output, or the Transpose's."""
+    return str(member["scaled"][1].output[0] if member["scaled"] is not None else member["heads"][1].output[0])
+
+
+def _drop_what_the_op_took(graph: Any, member: dict[str, Any], transposed_keys: bool, heads: bool) -> None:
+    """Remove the nodes after a Linear that its op now does itself: the scale's Mul (the epilogue applies it);
+    for keys written transposed, the Transpose (a reshape of the op's output takes its place); for a result
+    written split into heads, the Reshape and Transpose; keeping the name their readers read."""
+    if member["scaled"] is None and not transposed_keys and not heads:
         return
-    transpose, mul, shapes = member["scaled"] or (member["keys"][1], None, [])
+    transpose, mul, shapes = member["scaled"] or ((member["keys"] or member["heads"])[1], None, [])
     final = mul.output[0] if mul is not None else transpose.output[0]
     for shape in shapes:  # the same shape, under the name the transposed tensor now has
         shape.input[0] = final
@@ -292,6 +329,9 @@ def _drop_what_the_op_took(graph: Any, member: dict[str, Any], transposed_keys: 
         graph.node.remove(mul)
     if transposed_keys:  # the op wrote [batch, rows, seq]: only the reshape to [batch, heads, size, seq] is left
         _reshape_transposed_keys(graph, member["keys"][0], f"{member['out']}.keys", final)
+        graph.node.remove(transpose)
+    elif heads:  # the op wrote [batch, heads, seq, size], named as the tensor attention reads
+        graph.node.remove(member["heads"][0])
         graph.node.remove(transpose)
     else:
         transpose.output[0] = final  # the Mul's readers read the (already scaled) transpose
@@ -320,7 +360,7 @@ def rewrite(proto: Any) -> Rewritten:
         if writer is not None and _feeds_only(g, x, reader):
             u8_into[writer] = (f"{x}.u8", reader[0]["x_scale"], reader[0]["x_zero"])
             handed[x] = f"{x}.u8"
-    ops = weight_bytes = dense_bytes = gelus = keys_written = norms = 0
+    ops = weight_bytes = dense_bytes = gelus = keys_written = norms = split_heads = 0
     filled = total = 0
     for index, members in enumerate(groups):
         parts = _merged(members)
@@ -332,8 +372,13 @@ def rewrite(proto: Any) -> Rewritten:
         splits = _splits(members)
         own_outputs = bool(splits) or len(members) == 1
         keys = [m["keys"] is not None and own_outputs for m in members]
+        heads = [m["heads"][2] if m["heads"] is not None and own_outputs else 0 for m in members]
         keys_written += sum(keys)
-        outs = [f"{m['out']}.keys" if k else m["out"] for m, k in zip(members, keys, strict=True)]
+        split_heads += sum(h > 0 for h in heads)
+        outs = [
+            f"{m['out']}.keys" if k else _after_heads(m) if h else m["out"]
+            for m, k, h in zip(members, keys, heads, strict=True)
+        ]
         out: str | list[str] = outs if own_outputs else f"{name}.out"
         u8_output = None
         if index in u8_into:
@@ -341,7 +386,7 @@ def rewrite(proto: Any) -> Rewritten:
         x = handed.get(g.resolve(parts["x"]), parts["x"])
         node, inits = openvino_op.node_and_initializers(
             name, x, out, weights, parts["x_scale"], parts["x_zero"], mult, offset, parts["activation"],
-            len(members), splits, u8_output, keys, parts["norm"],
+            len(members), splits, u8_output, keys, parts["norm"], heads,
         )  # fmt: skip
         nodes = [node]
         if len(members) > 1 and not splits:  # each Linear's own output back, as its readers expect it
@@ -355,8 +400,8 @@ def rewrite(proto: Any) -> Rewritten:
         position = min(graph_nodes.index(m["removed"][0]) for m in members)
         for old in (n for m in members for n in m["removed"]):
             proto.graph.node.remove(old)
-        for member, transposed_keys in zip(members, keys, strict=True):
-            _drop_what_the_op_took(proto.graph, member, transposed_keys)
+        for member, transposed_keys, h in zip(members, keys, heads, strict=True):
+            _drop_what_the_op_took(proto.graph, member, transposed_keys, h > 0)
         for offset_in_graph, new in enumerate(nodes):
             proto.graph.node.insert(position + offset_in_graph, new)
         proto.graph.initializer.extend(inits)
@@ -371,8 +416,9 @@ def rewrite(proto: Any) -> Rewritten:
     fill = filled / total if total else 0.0
     folded = sum(m["scaled"] is not None for m in matched)
     return Rewritten(
-        len(matched), weight_bytes, dense_bytes, fill, gelus, ops, len(u8_into), folded, keys_written, norms
-    )
+        len(matched), weight_bytes, dense_bytes, fill, gelus, ops, len(u8_into), folded, keys_written, norms,
+        split_heads,
+    )  # fmt: skip
 
 
 def drop_dead(graph: Any) -> None:

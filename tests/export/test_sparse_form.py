@@ -62,6 +62,19 @@ def test_rewrite_matches_the_qdq_model(tiny_exports: Path, tmp_path: Path) -> No
 
     assert facts.keys_transposed == len(key_transposes(qdq.graph)) == facts.gelus_fused
     assert not key_transposes(proto.graph)
+
+    # the query and value come out split into heads, [batch, heads, seq, size]: their Reshape and Transpose are
+    # gone (the context's Transpose(0, 2, 1, 3) after attention stays)
+    def head_transposes(graph):  # type: ignore[no-untyped-def]
+        perms = [next((list(a.ints) for a in n.attribute if a.name == "perm"), []) for n in graph.node]
+        return [p for n, p in zip(graph.node, perms, strict=True) if n.op_type == "Transpose" and p == [0, 2, 1, 3]]
+
+    assert facts.heads_written == 2 * facts.gelus_fused
+    assert len(head_transposes(qdq.graph)) - len(head_transposes(proto.graph)) == facts.heads_written
+    heads_ops = [n for n in sparse_nodes if any(a.name == "heads" for a in n.attribute)]
+    assert [list(next(a.ints for a in n.attribute if a.name == "heads")) for n in heads_ops] == [[2, 0, 2]] * len(
+        heads_ops
+    )
     # every FFN GELU (one per encoder layer) is computed in its Linear's epilogue; no Erf is left
     assert facts.gelus_fused == len([n for n in qdq.graph.node if n.op_type == "Erf"]) > 0
     assert not [n for n in proto.graph.node if n.op_type == "Erf"]

@@ -301,13 +301,19 @@ norm = openvino_op.ResidualNorm("r", gamma, beta, 1e-5)
 norm_node, norm_inits = openvino_op.node_and_initializers("fc_norm", "x", "n", pack_groups(w), 0.02, 128, mult,
                                                           offset, norm=norm)
 norm_node.input[1:4] = node.input[1:4]  # the same weights; the residual Add + LayerNorm as the last pass
+w2 = {pattern}(rng, 64, 70)
+mult2, offset2 = openvino_op.epilogue(w_scale[:32].repeat(2), bias[:32].repeat(2), 0.02, 128, w2)
+heads_node, heads_inits = openvino_op.node_and_initializers("fc_heads", "x", ["q", "v"], pack_groups(w2), 0.02, 128,
+                                                            mult2, offset2, linears=2, splits=[32, 32], heads=[2, 0])
 x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", 70])
 r_info = helper.make_tensor_value_info("r", TensorProto.FLOAT, ["batch", "sequence", 40])
 y_info = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
 z_info = helper.make_tensor_value_info("z", TensorProto.FLOAT, None)
 n_info = helper.make_tensor_value_info("n", TensorProto.FLOAT, None)
-graph = helper.make_graph([node, gelu_node, norm_node], "g", [x_info, r_info], [y_info, z_info, n_info],
-                          inits + norm_inits[3:])
+q_info = helper.make_tensor_value_info("q", TensorProto.FLOAT, None)
+v_info = helper.make_tensor_value_info("v", TensorProto.FLOAT, None)
+graph = helper.make_graph([node, gelu_node, norm_node, heads_node], "g", [x_info, r_info],
+                          [y_info, z_info, n_info, q_info, v_info], inits + norm_inits[3:] + heads_inits)
 model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                 helper.make_opsetid(openvino_op.DOMAIN, 1)])
 onnx.save(model, {str(tmp_path / "one.onnx")!r})
@@ -320,6 +326,12 @@ got, gelu, normed = compiled([x, r])[0], compiled([x, r])[1], compiled([x, r])[2
 assert got.shape == (3, 37, 40)
 np.testing.assert_allclose(normed, reference_norm(reference_linear(x, w, w_scale, bias, 0.02, 128) + r, gamma, beta),
                            rtol=1e-4, atol=1e-4)
+# query and value of one op: the first split into 2 heads [batch, 2, seq, 16] (37 tokens: 16-token runs cross
+# sequences), the second as it is
+both = reference_linear(x, w2, w_scale[:32].repeat(2), bias[:32].repeat(2), 0.02, 128)
+q, v = compiled([x, r])[3], compiled([x, r])[4]
+np.testing.assert_allclose(q, both[..., :32].reshape(3, 37, 2, 16).transpose(0, 2, 1, 3), rtol=1e-5, atol=1e-4)
+np.testing.assert_allclose(v, both[..., 32:], rtol=1e-5, atol=1e-4)
 np.testing.assert_allclose(got, reference_linear(x, w, w_scale, bias, 0.02, 128), rtol=1e-5, atol=1e-4)
 np.testing.assert_allclose(gelu, reference_gelu(reference_linear(x, w, w_scale, bias, 0.02, 128)), rtol=1e-5,
                            atol=1e-4)
