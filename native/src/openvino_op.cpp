@@ -24,6 +24,13 @@
 // output while it is in cache instead of as two more nodes; one f32 output). Outputs: [..., rows] (or
 // [..., splits[i]]), of output_type.
 // See pruneofa_sparse.h for the arithmetic.
+//
+// Held constants: when the ONNX frontend gives the packed weights, mult, offset (and gamma, beta) as Constants,
+// as every model.sparse.onnx does, the op keeps them itself and its only inputs are x (and the residual). The
+// CPU plugin infers a custom op's output shapes on every inference of a dynamic-shape model by cloning it with
+// each input turned into a new Constant node; with 4-7 inputs that took ~16 us per op (MiniLM: 26 ops, 12% of
+// an inference at batch 1), with 1-2 a few. An OpenVINO IR saved from such a model would not carry the held
+// constants: read model.sparse.onnx instead (pruneofa never writes the op to IR).
 #include <algorithm>
 #include <array>
 #include <cstring>
@@ -31,6 +38,7 @@
 #include <openvino/core/extension.hpp>
 #include <openvino/core/op_extension.hpp>
 #include <openvino/core/parallel.hpp>
+#include <openvino/op/constant.hpp>
 #include <openvino/frontend/onnx/extension/conversion.hpp>
 #include <openvino/op/op.hpp>
 #include <stdexcept>
@@ -62,21 +70,45 @@ public:
         float norm_epsilon = 0.0f;  // with inputs 4..6: the residual Add + LayerNorm after the Linear
     };
 
+    // The logical inputs 1-3, 5, 6 the op holds instead of reading them as inputs (see the top of the file).
+    struct Held {
+        std::shared_ptr<ov::op::v0::Constant> packed, mult, offset, gamma, beta;  // gamma, beta: with a norm
+    };
+
     SparseInt8Linear(const ov::OutputVector& args, int64_t rows, int64_t cols, float x_scale, int64_t x_zero_point,
-                     Options options)
+                     Options options, std::shared_ptr<const Held> held = nullptr)
         : Op(args),
           rows_(rows),
           cols_(cols),
           x_scale_(x_scale),
           x_zero_point_(x_zero_point),
-          options_(std::move(options)) {
+          options_(std::move(options)),
+          held_(std::move(held)) {
         constructor_validate_and_infer_types();
     }
 
     void validate_and_infer_types() override {
-        NODE_VALIDATION_CHECK(this, get_input_size() == 4 || get_input_size() == 7,
-                              "SparseInt8Linear takes 4 inputs (7 with a residual norm), got ", get_input_size());
-        NODE_VALIDATION_CHECK(this, get_input_element_type(1) == ov::element::u8, "packed weights must be u8");
+        if (held_ != nullptr) {
+            NODE_VALIDATION_CHECK(this, get_input_size() == 1 || get_input_size() == 2,
+                                  "SparseInt8Linear with held constants takes x (and the residual), got ",
+                                  get_input_size(), " inputs");
+            NODE_VALIDATION_CHECK(this, (get_input_size() == 2) == (held_->gamma != nullptr && held_->beta != nullptr),
+                                  "a residual norm needs the residual, gamma and beta");
+            NODE_VALIDATION_CHECK(this, held_->packed->get_element_type() == ov::element::u8 &&
+                                            held_->mult->get_element_type() == ov::element::f32 &&
+                                            held_->offset->get_element_type() == ov::element::f32,
+                                  "packed weights must be u8, mult and offset f32");
+            const size_t row_bytes = static_cast<size_t>(rows_) * sizeof(float);
+            for (const auto& c : {held_->mult, held_->offset, held_->gamma, held_->beta}) {
+                NODE_VALIDATION_CHECK(this, c == nullptr || (c->get_element_type() == ov::element::f32 &&
+                                                             c->get_byte_size() == row_bytes),
+                                      "mult, offset, gamma and beta must be f32, one per row");
+            }
+        } else {
+            NODE_VALIDATION_CHECK(this, get_input_size() == 4 || get_input_size() == 7,
+                                  "SparseInt8Linear takes 4 inputs (7 with a residual norm), got ", get_input_size());
+            NODE_VALIDATION_CHECK(this, get_input_element_type(1) == ov::element::u8, "packed weights must be u8");
+        }
         NODE_VALIDATION_CHECK(this, options_.activation == POFA_ACT_NONE || options_.activation == POFA_ACT_GELU,
                               "activation must be 0 (none) or 1 (gelu), got ", options_.activation);
         const ov::element::Type type = get_input_element_type(0);
@@ -115,10 +147,8 @@ public:
             NODE_VALIDATION_CHECK(this, options_.norm_epsilon > 0.0f, "a residual norm needs norm_epsilon > 0");
             NODE_VALIDATION_CHECK(this, parts.size() == 1 && out_type == ov::element::f32 && !any_transposed(),
                                   "a residual norm needs one f32 output, not transposed");
-            for (size_t i = 4; i < 7; ++i) {
-                NODE_VALIDATION_CHECK(this, get_input_element_type(i).compatible(ov::element::f32),
-                                      "the residual, gamma and beta must be f32");
-            }
+            NODE_VALIDATION_CHECK(this, get_input_element_type(residual_input()).compatible(ov::element::f32),
+                                  "the residual must be f32");
         }
         set_output_size(parts.size());
         for (size_t i = 0; i < parts.size(); ++i) {
@@ -142,7 +172,9 @@ public:
     }
 
     std::shared_ptr<ov::Node> clone_with_new_inputs(const ov::OutputVector& args) const override {
-        return std::make_shared<SparseInt8Linear>(args, rows_, cols_, x_scale_, x_zero_point_, options_);
+        auto clone = std::make_shared<SparseInt8Linear>(args, rows_, cols_, x_scale_, x_zero_point_, options_, held_);
+        if (held_ != nullptr) clone->prepared_ = prepared_;  // the same constants: their prepared forms too
+        return clone;
     }
 
     bool visit_attributes(ov::AttributeVisitor& visitor) override {
@@ -171,7 +203,7 @@ public:
             throw std::runtime_error("pruneofa SparseInt8Linear: $PRUNEOFA_SPARSE_ISA names a path this CPU cannot "
                                      "run (use scalar, avx2, avx512_vnni or amx, or unset it)");
         }
-        const pofa_weights& w = weights(inputs[1]);
+        const pofa_weights& w = weights(constant(inputs, 1));
         const PreparedWeights* form = prepared_form(*path, isa, w);
         const Kernel* kernel = &kernel_for_form(*path, form);
         const ov::Shape in_shape = inputs[0].get_shape();
@@ -235,7 +267,7 @@ private:
                              static_cast<size_t>(parts[i] / heads(i))};
             }
             outputs[i].set_shape(out_shape);
-            Output o{nullptr, nullptr, inputs[2].data<const float>(), inputs[3].data<const float>(),
+            Output o{nullptr, nullptr, constant(inputs, 2).as_f32(), constant(inputs, 3).as_f32(),
                      static_cast<int>(options_.activation)};
             if (outputs[i].get_element_type() == ov::element::u8) {
                 o.u8 = static_cast<uint8_t*>(outputs[i].data());
@@ -259,18 +291,35 @@ private:
 
     int32_t zero_point() const { return static_cast<int32_t>(x_zero_point_); }
 
-    bool normed() const { return get_input_size() == 7; }
+    bool normed() const { return get_input_size() == (held_ != nullptr ? 2 : 7); }
+    size_t residual_input() const { return held_ != nullptr ? 1 : 4; }
 
-    // The residual Add + LayerNorm's inputs (residual == nullptr: the op has none), checked against the output.
+    // A constant operand (1 packed, 2 mult, 3 offset, 5 gamma, 6 beta): held, or the input of that number.
+    struct Bytes {
+        const void* data;
+        size_t size;  // bytes
+        const float* as_f32() const { return static_cast<const float*>(data); }
+    };
+    Bytes constant(const ov::TensorVector& inputs, size_t i) const {
+        if (held_ == nullptr) return Bytes{inputs[i].data(), inputs[i].get_byte_size()};
+        const auto& c = i == 1 ? held_->packed : i == 2 ? held_->mult : i == 3 ? held_->offset : i == 5 ? held_->gamma
+                                                                                                     : held_->beta;
+        return Bytes{c->get_data_ptr(), c->get_byte_size()};
+    }
+
+    // The residual Add + LayerNorm's operands (residual == nullptr: the op has none), checked against the output.
     ResidualNorm residual_norm(const ov::TensorVector& inputs, int64_t tokens) const {
-        if (inputs.size() != 7) return ResidualNorm{nullptr, nullptr, nullptr, 0.0f};
-        if (inputs[4].get_size() != static_cast<size_t>(tokens * rows_) ||
-            inputs[5].get_size() != static_cast<size_t>(rows_) || inputs[6].get_size() != static_cast<size_t>(rows_)) {
-            throw std::runtime_error("pruneofa SparseInt8Linear: the residual must be shaped as the output, gamma and "
-                                     "beta as its rows");
+        if (!normed()) return ResidualNorm{nullptr, nullptr, nullptr, 0.0f};
+        const ov::Tensor& residual = inputs[residual_input()];
+        const Bytes gamma = constant(inputs, 5), beta = constant(inputs, 6);
+        const size_t row_bytes = static_cast<size_t>(rows_) * sizeof(float);
+        if (residual.get_element_type() != ov::element::f32 ||
+            residual.get_size() != static_cast<size_t>(tokens * rows_) || gamma.size != row_bytes ||
+            beta.size != row_bytes) {
+            throw std::runtime_error("pruneofa SparseInt8Linear: the residual must be f32 shaped as the output, gamma "
+                                     "and beta f32 as its rows");
         }
-        return ResidualNorm{inputs[4].data<const float>(), inputs[5].data<const float>(),
-                            inputs[6].data<const float>(), options_.norm_epsilon};
+        return ResidualNorm{residual.data<const float>(), gamma.as_f32(), beta.as_f32(), options_.norm_epsilon};
     }
 
     bool transposed(size_t i) const { return i < options_.transposed.size() && options_.transposed[i] != 0; }
@@ -333,10 +382,10 @@ private:
     }
 
     // The packed bytes, copied once into aligned arrays (a Constant's buffer need not be aligned for int32).
-    const pofa_weights& weights(const ov::Tensor& packed) const {
+    const pofa_weights& weights(const Bytes& packed) const {
         std::call_once(prepared_->once, [&] {
-            const auto* bytes = static_cast<const uint8_t*>(packed.data());
-            const size_t size = packed.get_byte_size();
+            const auto* bytes = static_cast<const uint8_t*>(packed.data);
+            const size_t size = packed.size;
             const size_t ptr_bytes = static_cast<size_t>(rows_ + 1) * 4;
             if (size < ptr_bytes) throw std::runtime_error("pruneofa SparseInt8Linear: packed weights truncated");
             prepared_->row_ptr.resize(static_cast<size_t>(rows_ + 1));
@@ -388,6 +437,7 @@ private:
     float x_scale_ = 1.0f;
     int64_t x_zero_point_ = 0;
     Options options_;
+    std::shared_ptr<const Held> held_;
     std::shared_ptr<Prepared> prepared_ = std::make_shared<Prepared>();
 };
 
@@ -413,9 +463,29 @@ ov::OutputVector from_onnx(const ov::frontend::NodeContext& node) {
     options.transposed = node.get_attribute<std::vector<int64_t>>("transposed", std::vector<int64_t>{});
     options.heads = node.get_attribute<std::vector<int64_t>>("heads", std::vector<int64_t>{});
     options.norm_epsilon = node.get_attribute<float>("norm_epsilon", 0.0f);
+    // Constant operands held by the op, its inputs then x (and the residual) only (see the top of the file).
+    using Constant = ov::op::v0::Constant;
+    const auto constant = [&](size_t i) {
+        return i < inputs.size() ? ov::as_type_ptr<Constant>(inputs[i].get_node_shared_ptr()) : nullptr;
+    };
+    std::shared_ptr<const pofa::SparseInt8Linear::Held> held;
+    const bool normed = inputs.size() == 7;
+    if (constant(1) && constant(2) && constant(3) && (!normed || (constant(5) && constant(6)))) {
+        auto found = std::make_shared<pofa::SparseInt8Linear::Held>();
+        found->packed = constant(1);
+        found->mult = constant(2);
+        found->offset = constant(3);
+        if (normed) {
+            found->gamma = constant(5);
+            found->beta = constant(6);
+        }
+        held = std::move(found);
+        inputs = normed ? ov::OutputVector{inputs[0], inputs[4]} : ov::OutputVector{inputs[0]};
+    }
     const auto op = std::make_shared<pofa::SparseInt8Linear>(
         inputs, node.get_attribute<int64_t>("rows"), node.get_attribute<int64_t>("cols"),
-        node.get_attribute<float>("x_scale"), node.get_attribute<int64_t>("x_zero_point"), std::move(options));
+        node.get_attribute<float>("x_scale"), node.get_attribute<int64_t>("x_zero_point"), std::move(options),
+        std::move(held));
     return op->outputs();
 }
 
