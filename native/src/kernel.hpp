@@ -121,6 +121,18 @@ struct PreparedWeights {
     virtual ~PreparedWeights() = default;
 };
 
+// Where token t's inputs are: rows of `cols` (head == 0), or split into attention heads, [batch][cols / head]
+// [seq][head] (attention's context as its product with the value leaves it; head a multiple of 16, so that the
+// 16 inputs a pack reads at once are contiguous): input k of token t at token(t, cols) + column(k).
+struct InputLayout {
+    int32_t head = 0;
+    int64_t seq = 0;  // tokens per sequence, with `head`
+    int64_t token(int64_t t, int32_t cols) const {
+        return head == 0 ? t * cols : (t / seq) * seq * cols + (t % seq) * head;
+    }
+    int64_t column(int32_t k) const { return head == 0 ? k : static_cast<int64_t>(k / head) * seq * head + k % head; }
+};
+
 struct Kernel {
     // Bytes of this path's activation layout (the K-group paths: packed_bytes; AMX: token-major rows).
     size_t (*activation_bytes)(int64_t tokens, int32_t cols);
@@ -130,8 +142,8 @@ struct Kernel {
     // zero-filled unless fills_layout (the padding must be 0); disjoint token ranges can be written in parallel.
     // t_begin must be a multiple of kTokenAlign, and t_end too unless it is `tokens` (the K-group layouts write 16
     // tokens at once).
-    void (*quantize_pack)(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point,
-                          uint8_t* x4, int64_t t_begin, int64_t t_end);
+    void (*quantize_pack)(const float* x, const InputLayout& layout, int64_t tokens, int32_t cols, float scale,
+                          int32_t zero_point, uint8_t* x4, int64_t t_begin, int64_t t_end);
     // nullptr where the path computes from pofa_weights directly.
     std::unique_ptr<PreparedWeights> (*prepare)(const pofa_weights& w);
     // Where the threads may split the tokens instead of the output rows: the byte offset in the layout of token
@@ -152,6 +164,7 @@ struct Kernel {
 struct Input {
     const uint8_t* u8;
     const float* f32;
+    InputLayout layout{};  // f32 only
 };
 
 // Tokens [t_begin, t_end) of x into `kernel`'s layout (quantize_pack's contract on the range).
@@ -160,7 +173,7 @@ inline void pack_input(const Kernel& kernel, const Input& x, int64_t tokens, int
     if (x.u8 != nullptr) {
         kernel.pack_u8(x.u8, tokens, cols, x4, t_begin, t_end);
     } else {
-        kernel.quantize_pack(x.f32, tokens, cols, scale, zero_point, x4, t_begin, t_end);
+        kernel.quantize_pack(x.f32, x.layout, tokens, cols, scale, zero_point, x4, t_begin, t_end);
     }
 }
 
@@ -200,8 +213,8 @@ bool valid_weights(const pofa_weights& w);
 // Portable pieces the ISA kernels share (the K-group activation layout).
 int64_t group_layout_offset(int64_t t, int32_t cols);
 void pack_u8_portable(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4, int64_t t_begin, int64_t t_end);
-void quantize_pack_portable(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point,
-                            uint8_t* x4, int64_t t_begin, int64_t t_end);
+void quantize_pack_portable(const float* x, const InputLayout& layout, int64_t tokens, int32_t cols, float scale,
+                            int32_t zero_point, uint8_t* x4, int64_t t_begin, int64_t t_end);
 uint8_t quantize_one(float x, float scale, int32_t zero_point);
 float gelu_scalar(float y);  // 0.5 y (1 + erf(y / sqrt 2)) with std::erf
 

@@ -206,31 +206,32 @@ size_t activation_bytes(int64_t tokens, int32_t cols) {
 
 // Quantized (f32) or as they are (u8).
 template <typename In>
-void quantize_pack_any(const In* x, int64_t /*tokens*/, int32_t cols, float scale, int32_t zero_point, uint8_t* x4,
-                       int64_t t_begin, int64_t t_end) {
+void quantize_pack_any(const In* x, const InputLayout& layout, int32_t cols, float scale, int32_t zero_point,
+                       uint8_t* x4, int64_t t_begin, int64_t t_end) {
     const int64_t stride = row_stride(cols);
     const Quantizer16 quantize(scale, zero_point);
     for (int64_t t = t_begin; t < t_end; ++t) {
-        const In* row = x + t * cols;
+        const In* row = x + layout.token(t, cols);
         uint8_t* dst = x4 + t * stride;
         int32_t k = 0;
         for (; k + 16 <= cols; k += 16) {  // whole vectors: a plain 16-byte store (a masked vpmovdb to memory is slow)
-            _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + k), quantized16(quantize, row + k, kAllLanes));
+            const __m128i q = quantized16(quantize, row + layout.column(k), kAllLanes);
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + k), q);
         }
         if (k < cols) {
             const __mmask16 mask = static_cast<__mmask16>((1u << (cols - k)) - 1u);
-            _mm_mask_storeu_epi8(dst + k, mask, quantized16(quantize, row + k, mask));
+            _mm_mask_storeu_epi8(dst + k, mask, quantized16(quantize, row + layout.column(k), mask));
         }
     }
 }
 
-void quantize_pack(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point, uint8_t* x4,
-                   int64_t t_begin, int64_t t_end) {
-    quantize_pack_any(x, tokens, cols, scale, zero_point, x4, t_begin, t_end);
+void quantize_pack(const float* x, const InputLayout& layout, int64_t /*tokens*/, int32_t cols, float scale,
+                   int32_t zero_point, uint8_t* x4, int64_t t_begin, int64_t t_end) {
+    quantize_pack_any(x, layout, cols, scale, zero_point, x4, t_begin, t_end);
 }
 
-void pack_u8(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4, int64_t t_begin, int64_t t_end) {
-    quantize_pack_any(x, tokens, cols, 1.0f, 0, x4, t_begin, t_end);
+void pack_u8(const uint8_t* x, int64_t /*tokens*/, int32_t cols, uint8_t* x4, int64_t t_begin, int64_t t_end) {
+    quantize_pack_any(x, InputLayout{}, cols, 1.0f, 0, x4, t_begin, t_end);
 }
 
 }  // namespace

@@ -171,20 +171,20 @@ void compute(const pofa_weights& w, const PreparedWeights* prepared, const Activ
     }
 }
 
-// One token's values [k, k + n) (n <= 64) as u8 in one register, byte j = value k + j (0 past n).
-template <typename In>
-inline __m512i row64(const Quantizer16& quantize, const In* row, int32_t n) {
-    const auto lanes = [n](int part) {
-        const int left = std::max(0, std::min(16, n - 16 * part));
+// One token's values [k, k + n) (n <= 64) as u8 in one register, byte j = value k + j (0 past n); f32 ones
+// quantized, the 16 of part p read at row + part[p] (the input's layout: k + 16 p in rows, elsewhere per head).
+inline __m512i row64(const Quantizer16& quantize, const float* row, const int64_t* part, int32_t n) {
+    const auto lanes = [n](int p) {
+        const int left = std::max(0, std::min(16, n - 16 * p));
         return static_cast<__mmask16>((1u << left) - 1u);
     };
-    __m512i out = _mm512_castsi128_si512(quantized16(quantize, row, lanes(0)));
-    out = _mm512_inserti32x4(out, quantized16(quantize, row + 16, lanes(1)), 1);
-    out = _mm512_inserti32x4(out, quantized16(quantize, row + 32, lanes(2)), 2);
-    return _mm512_inserti32x4(out, quantized16(quantize, row + 48, lanes(3)), 3);
+    __m512i out = _mm512_castsi128_si512(quantized16(quantize, row + part[0], lanes(0)));
+    out = _mm512_inserti32x4(out, quantized16(quantize, row + part[1], lanes(1)), 1);
+    out = _mm512_inserti32x4(out, quantized16(quantize, row + part[2], lanes(2)), 2);
+    return _mm512_inserti32x4(out, quantized16(quantize, row + part[3], lanes(3)), 3);
 }
-inline __m512i row64(const Quantizer16& /*unused*/, const uint8_t* row, int32_t n) {
-    return _mm512_maskz_loadu_epi8(n >= 64 ? ~__mmask64{0} : (__mmask64{1} << n) - 1, row);
+inline __m512i row64(const Quantizer16& /*unused*/, const uint8_t* row, const int64_t* part, int32_t n) {
+    return _mm512_maskz_loadu_epi8(n >= 64 ? ~__mmask64{0} : (__mmask64{1} << n) - 1, row + part[0]);
 }
 
 // Tokens t..t+15 (t a multiple of 16; those at or past `tokens` are padding: 0) into the layout: 16 groups at a
@@ -192,16 +192,18 @@ inline __m512i row64(const Quantizer16& /*unused*/, const uint8_t* row, int32_t 
 // token's 4 bytes of a group on its own touched 16 lines per 64 bytes: most of this pass's time when the input is
 // already u8, the FFN's second Linear).
 template <typename In>
-void pack_16_tokens(const Quantizer16& quantize, const In* x, int64_t tokens, int32_t cols, uint8_t* x4,
-                    int64_t padded, int64_t t) {
+void pack_16_tokens(const Quantizer16& quantize, const In* x, const InputLayout& layout, int64_t tokens,
+                    int32_t cols, uint8_t* x4, int64_t padded, int64_t t) {
     const int32_t groups = col_groups(cols);
     uint8_t* dst = x4 + packed_offset(t, 0, groups, padded);
     const int64_t step = block_width(padded, t / kMaxTile * kMaxTile) * 4;
     __m512i r[16];
     for (int32_t g = 0; g < groups; g += 16) {
         const int32_t n = std::min(64, cols - 4 * g);
+        const int64_t part[4] = {layout.column(4 * g), layout.column(4 * g + 16), layout.column(4 * g + 32),
+                                 layout.column(4 * g + 48)};
         for (int i = 0; i < 16; ++i) {
-            r[i] = t + i < tokens ? row64(quantize, x + (t + i) * cols + 4 * g, n) : _mm512_setzero_si512();
+            r[i] = t + i < tokens ? row64(quantize, x + layout.token(t + i, cols), part, n) : _mm512_setzero_si512();
         }
         transpose16(r);
         for (int j = 0; j < 16 && g + j < groups; ++j) _mm512_storeu_si512(dst + (g + j) * step, r[j]);
@@ -211,20 +213,20 @@ void pack_16_tokens(const Quantizer16& quantize, const In* x, int64_t tokens, in
 // Quantized (f32) or as they are (u8), 16 tokens at a time (Kernel's contract: t_begin is a multiple of
 // kTokenAlign, and so is t_end unless it is `tokens`: no two ranges share a chunk).
 template <typename In>
-void quantize_pack_any(const In* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point, uint8_t* x4,
-                       int64_t t_begin, int64_t t_end) {
+void quantize_pack_any(const In* x, const InputLayout& layout, int64_t tokens, int32_t cols, float scale,
+                       int32_t zero_point, uint8_t* x4, int64_t t_begin, int64_t t_end) {
     const Quantizer16 quantize(scale, zero_point);
     const int64_t padded = padded_tokens(tokens);
-    for (int64_t t = t_begin; t < t_end; t += 16) pack_16_tokens(quantize, x, tokens, cols, x4, padded, t);
+    for (int64_t t = t_begin; t < t_end; t += 16) pack_16_tokens(quantize, x, layout, tokens, cols, x4, padded, t);
 }
 
-void quantize_pack(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point, uint8_t* x4,
-                   int64_t t_begin, int64_t t_end) {
-    quantize_pack_any(x, tokens, cols, scale, zero_point, x4, t_begin, t_end);
+void quantize_pack(const float* x, const InputLayout& layout, int64_t tokens, int32_t cols, float scale,
+                   int32_t zero_point, uint8_t* x4, int64_t t_begin, int64_t t_end) {
+    quantize_pack_any(x, layout, tokens, cols, scale, zero_point, x4, t_begin, t_end);
 }
 
 void pack_u8(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4, int64_t t_begin, int64_t t_end) {
-    quantize_pack_any(x, tokens, cols, 1.0f, 0, x4, t_begin, t_end);
+    quantize_pack_any(x, InputLayout{}, tokens, cols, 1.0f, 0, x4, t_begin, t_end);
 }
 
 }  // namespace

@@ -18,7 +18,9 @@
 // input [batch, seq, cols], each sequence's result transposed, as attention's key is before its product with the
 // query; f32 only), heads (optional, per output: H > 0 = [batch, H, seq, rows / H] for an input [batch, seq, cols],
 // split into attention heads as attention reads its query and value, rows / H a multiple of 16; f32 only),
-// norm_epsilon (optional, with inputs 4 residual f32 [..., rows], 5 gamma f32 [rows], 6 beta
+// input_heads (optional: H > 0 = input 0 is [batch, H, seq, cols / H], attention's context as its product with
+// the value leaves it, read in place of the transpose and reshape that make it [batch, seq, cols]; f32, cols / H
+// a multiple of 16), norm_epsilon (optional, with inputs 4 residual f32 [..., rows], 5 gamma f32 [rows], 6 beta
 // f32 [rows]: the result is LayerNorm(y + residual) * gamma + beta over its rows, the residual Add and LayerNorm
 // that follow attention's output Linear and the FFN's second in BERT, done as the op's last pass over its own
 // output while it is in cache instead of as two more nodes; one f32 output). Outputs: [..., rows] (or
@@ -65,6 +67,7 @@ public:
         std::string output_type;      // empty: f32
         std::vector<int64_t> transposed;  // per output, 1: [batch, rows, seq]; empty: none
         std::vector<int64_t> heads;       // per output, H > 0: [batch, H, seq, rows / H]; empty: none
+        int64_t input_heads = 0;          // H > 0: input 0 is [batch, H, seq, cols / H]
         float out_scale = 0.0f;
         int64_t out_zero_point = 0;
         float norm_epsilon = 0.0f;  // with inputs 4..6: the residual Add + LayerNorm after the Linear
@@ -150,9 +153,26 @@ public:
             NODE_VALIDATION_CHECK(this, get_input_element_type(residual_input()).compatible(ov::element::f32),
                                   "the residual must be f32");
         }
+        ov::PartialShape rows_shape = get_input_partial_shape(0);  // [..., cols]: the input as rows of cols
+        if (options_.input_heads != 0) {
+            NODE_VALIDATION_CHECK(this, options_.input_heads > 0 && cols_ % options_.input_heads == 0 &&
+                                            cols_ / options_.input_heads % kRowBlock == 0 &&
+                                            type.compatible(ov::element::f32) && rows_shape.rank().compatible(4),
+                                  "an input split into heads is f32 [batch, H, seq, cols / H], cols / H a multiple "
+                                  "of ", kRowBlock);
+            if (rows_shape.rank().is_static()) {
+                NODE_VALIDATION_CHECK(this, rows_shape[1].compatible(options_.input_heads) &&
+                                                rows_shape[3].compatible(cols_ / options_.input_heads),
+                                      "input 0 must be [batch, ", options_.input_heads, ", seq, ",
+                                      cols_ / options_.input_heads, "]");
+                rows_shape = ov::PartialShape{rows_shape[0], rows_shape[2], cols_};
+            } else {
+                rows_shape = ov::PartialShape::dynamic(3);
+            }
+        }
         set_output_size(parts.size());
         for (size_t i = 0; i < parts.size(); ++i) {
-            ov::PartialShape shape = get_input_partial_shape(0);
+            ov::PartialShape shape = rows_shape;
             if (transposed(i)) {
                 NODE_VALIDATION_CHECK(this, shape.rank().compatible(3), "a transposed output needs a 3-d input");
                 shape = shape.rank().is_static() ? ov::PartialShape{shape[0], parts[i], shape[1]}
@@ -190,6 +210,7 @@ public:
         visitor.on_attribute("out_zero_point", options_.out_zero_point);
         visitor.on_attribute("transposed", options_.transposed);
         visitor.on_attribute("heads", options_.heads);
+        visitor.on_attribute("input_heads", options_.input_heads);
         visitor.on_attribute("norm_epsilon", options_.norm_epsilon);
         return true;
     }
@@ -206,14 +227,14 @@ public:
         const pofa_weights& w = weights(constant(inputs, 1));
         const PreparedWeights* form = prepared_form(*path, isa, w);
         const Kernel* kernel = &kernel_for_form(*path, form);
-        const ov::Shape in_shape = inputs[0].get_shape();
         const ov::element::Type in_type = inputs[0].get_element_type();
+        Input x{nullptr, nullptr};  // {u8, f32}
+        const ov::Shape in_shape = rows_shape(inputs[0].get_shape(), x.layout);
         const std::vector<Output> outs = bind_outputs(outputs, inputs, in_shape);
         const int64_t tokens = static_cast<int64_t>(ov::shape_size(in_shape) / static_cast<size_t>(cols_));
         if (tokens == 0) return true;
         const ResidualNorm norm = residual_norm(inputs, tokens);
         const size_t bytes = kernel->activation_bytes(tokens, w.cols) + 64;
-        Input x{nullptr, nullptr};  // {u8, f32}
         if (in_type == ov::element::u8) {
             x.u8 = static_cast<const uint8_t*>(inputs[0].data());
         } else {
@@ -290,6 +311,18 @@ private:
     }
 
     int32_t zero_point() const { return static_cast<int32_t>(x_zero_point_); }
+
+    // Input 0's shape as rows of cols ([batch, seq, cols] for an input split into heads, whose layout goes to
+    // `layout`).
+    ov::Shape rows_shape(const ov::Shape& shape, InputLayout& layout) const {
+        if (options_.input_heads == 0) return shape;
+        const auto heads = static_cast<size_t>(options_.input_heads);
+        if (shape.size() != 4 || shape[1] != heads || shape[3] * heads != static_cast<size_t>(cols_)) {
+            throw std::runtime_error("pruneofa SparseInt8Linear: input 0 must be [batch, heads, seq, cols / heads]");
+        }
+        layout = InputLayout{static_cast<int32_t>(shape[3]), static_cast<int64_t>(shape[2])};
+        return ov::Shape{shape[0], shape[2], static_cast<size_t>(cols_)};
+    }
 
     bool normed() const { return get_input_size() == (held_ != nullptr ? 2 : 7); }
     size_t residual_input() const { return held_ != nullptr ? 1 : 4; }
@@ -462,6 +495,7 @@ ov::OutputVector from_onnx(const ov::frontend::NodeContext& node) {
     options.out_zero_point = node.get_attribute<int64_t>("out_zero_point", int64_t{0});
     options.transposed = node.get_attribute<std::vector<int64_t>>("transposed", std::vector<int64_t>{});
     options.heads = node.get_attribute<std::vector<int64_t>>("heads", std::vector<int64_t>{});
+    options.input_heads = node.get_attribute<int64_t>("input_heads", int64_t{0});
     options.norm_epsilon = node.get_attribute<float>("norm_epsilon", 0.0f);
     // Constant operands held by the op, its inputs then x (and the residual) only (see the top of the file).
     using Constant = ov::op::v0::Constant;

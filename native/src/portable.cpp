@@ -23,14 +23,16 @@ namespace {
 
 // Tokens [t_begin, t_end) of x into the K-group layout, each value through `to_u8`.
 template <typename In, typename ToU8>
-void pack_any(const In* x, int64_t tokens, int32_t cols, uint8_t* x4, int64_t t_begin, int64_t t_end, ToU8 to_u8) {
+void pack_any(const In* x, const InputLayout& layout, int64_t tokens, int32_t cols, uint8_t* x4, int64_t t_begin,
+              int64_t t_end, ToU8 to_u8) {
     const int64_t padded = padded_tokens(tokens);
     const int32_t groups = col_groups(cols);
     for (int64_t t = t_begin; t < t_end; ++t) {
-        const In* row = x + t * cols;
+        const In* row = x + layout.token(t, cols);
         for (int32_t g = 0; g < groups; ++g) {
             uint8_t* dst = x4 + packed_offset(t, g, groups, padded);
-            for (int j = 0; j < 4 && 4 * g + j < cols; ++j) dst[j] = to_u8(row[4 * g + j]);
+            const In* group = row + layout.column(4 * g);  // a group's 4 inputs never straddle two heads
+            for (int j = 0; j < 4 && 4 * g + j < cols; ++j) dst[j] = to_u8(group[j]);
         }
     }
 }
@@ -38,12 +40,12 @@ void pack_any(const In* x, int64_t tokens, int32_t cols, uint8_t* x4, int64_t t_
 }  // namespace
 
 void pack_u8_portable(const uint8_t* x, int64_t tokens, int32_t cols, uint8_t* x4, int64_t t_begin, int64_t t_end) {
-    pack_any(x, tokens, cols, x4, t_begin, t_end, [](uint8_t v) { return v; });
+    pack_any(x, InputLayout{}, tokens, cols, x4, t_begin, t_end, [](uint8_t v) { return v; });
 }
 
-void quantize_pack_portable(const float* x, int64_t tokens, int32_t cols, float scale, int32_t zero_point,
-                            uint8_t* x4, int64_t t_begin, int64_t t_end) {
-    pack_any(x, tokens, cols, x4, t_begin, t_end, [=](float v) { return quantize_one(v, scale, zero_point); });
+void quantize_pack_portable(const float* x, const InputLayout& layout, int64_t tokens, int32_t cols, float scale,
+                            int32_t zero_point, uint8_t* x4, int64_t t_begin, int64_t t_end) {
+    pack_any(x, layout, tokens, cols, x4, t_begin, t_end, [=](float v) { return quantize_one(v, scale, zero_point); });
 }
 
 std::vector<std::vector<uint16_t>> block_groups(const pofa_weights& w) {

@@ -94,15 +94,17 @@ def node_and_initializers(
     transposed: Sequence[bool] = (),
     norm: ResidualNorm | None = None,
     heads: Sequence[int] = (),
+    input_heads: int = 0,
 ) -> tuple[Any, list[Any]]:
     """The ONNX node `y = SparseInt8Linear(x)` and its three initializers (packed weights, mult, offset).
     `activation` "gelu" fuses a following GELU; `linears` > 1 says the op computes that many of the model's Linears
     (merged along the output axis), `splits` their rows when each has its own output (`y` then names them);
     `u8_output` (scale, zero point) quantizes the result as the next op's QuantizeLinear would; `transposed` (per
     output) writes that output [batch, rows, seq], each sequence's result transposed; `heads` (per output, H > 0)
-    writes it [batch, H, seq, rows / H], split into attention heads; `norm` adds the residual
-    and applies the LayerNorm that follow the Linear (its gamma and beta become initializers too). Attributes
-    and inputs are written only when set: older files have none of them, and load as before."""
+    writes it [batch, H, seq, rows / H], split into attention heads; `input_heads` H > 0 reads x as [batch, H,
+    seq, cols / H] (attention's context before its transpose and reshape to [batch, seq, cols]); `norm` adds the
+    residual and applies the LayerNorm that follow the Linear (its gamma and beta become initializers too).
+    Attributes and inputs are written only when set: older files have none of them, and load as before."""
     from onnx import helper, numpy_helper
 
     from pruneofa.kernels.native import ACTIVATIONS
@@ -137,6 +139,8 @@ def node_and_initializers(
         node.attribute.append(helper.make_attribute("transposed", [int(bool(t)) for t in transposed]))
     if any(heads):
         node.attribute.append(helper.make_attribute("heads", [int(h) for h in heads]))
+    if input_heads:
+        node.attribute.append(helper.make_attribute("input_heads", int(input_heads)))
     if norm is not None:
         node.input.extend([norm.residual, f"{name}.gamma", f"{name}.beta"])
         inits.append(numpy_helper.from_array(np.asarray(norm.gamma, np.float32).reshape(-1), f"{name}.gamma"))

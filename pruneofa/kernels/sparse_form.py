@@ -39,6 +39,7 @@ class Rewritten:
     keys_transposed: int = 0  # attention's keys written [batch, rows, seq] by the op (their Transpose dropped)
     norms_fused: int = 0  # residual Add + LayerNorm after a Linear, done by its op (the two nodes dropped)
     heads_written: int = 0  # query/value written [batch, heads, seq, size] by the op (Reshape, Transpose dropped)
+    context_in_heads: int = 0  # ops reading attention's context [batch, heads, seq, size] (its Transpose dropped)
 
 
 class _Graph:
@@ -166,6 +167,47 @@ def _heads_after(g: _Graph, out: str, rows: int) -> tuple[Any, Any, int] | None:
     if heads <= 0 or rows % heads or size not in (rows // heads, -1) or (rows // heads) % 16:
         return None
     return found[0], found[1], heads
+
+
+def _context_in_heads(g: _Graph, x: str, cols: int, heads_of: dict[str, int]) -> tuple[str, int] | None:
+    """(tensor, H) where `x` is attention's context made [batch, seq, cols] from its product with a value that an
+    op writes split into H heads: MatMul(probabilities, value) [batch, H, seq, cols / H] -> (Reshape to
+    [batch, -1 or H, seq, cols / H]) -> Transpose(0, 2, 1, 3) -> Reshape: the op can read the product itself, in
+    heads layout (it checks the shape it gets at run time). None when `x` is not that."""
+    outer = g.made_by(x, "Reshape")
+    transpose = g.made_by(outer.input[0], "Transpose") if outer is not None else None
+    perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), None) if transpose else None
+    if transpose is None or perm != [0, 2, 1, 3]:
+        return None
+    source, inner = transpose.input[0], g.made_by(transpose.input[0], "Reshape")
+    if inner is not None:
+        source = inner.input[0]
+    product = g.made_by(source, "MatMul")
+    heads = heads_of.get(product.input[1]) if product is not None else None
+    if heads is None or cols % heads or (cols // heads) % 16:
+        return None
+    if inner is not None and not _keeps_heads(g, inner.input[1], heads, cols // heads):
+        return None
+    return product.output[0], heads
+
+
+def _keeps_heads(g: _Graph, target: str, heads: int, size: int) -> bool:
+    """Whether a Reshape to `target` leaves a [batch, heads, seq, size] tensor as it is: a 4-entry shape whose
+    heads entry is -1 or `heads` and whose last is `size` (or read from a shape at run time)."""
+    shape = g.const(target)
+    if shape is not None:
+        values = [int(v) for v in shape.reshape(-1)]
+        return len(values) == 4 and values[1] in (-1, heads) and values[3] in (-1, size)
+    concat = g.made_by(target, "Concat")
+    if concat is None or len(concat.input) != 4:
+        return False
+    parts = [g.const(i) for i in concat.input]
+    if any(p is not None and p.size != 1 for p in parts):
+        return False
+    second, last = parts[1], parts[3]
+    return (second is None or int(second.reshape(())) in (-1, heads)) and (
+        last is None or int(last.reshape(())) in (-1, size)
+    )
 
 
 def _norm_after(g: _Graph, out: str) -> tuple[openvino_op.ResidualNorm, list[Any], str] | None:
@@ -360,6 +402,20 @@ def rewrite(proto: Any) -> Rewritten:
         if writer is not None and _feeds_only(g, x, reader):
             u8_into[writer] = (f"{x}.u8", reader[0]["x_scale"], reader[0]["x_zero"])
             handed[x] = f"{x}.u8"
+    # Values written split into heads (-> H), and the op reading attention's context made from one of them, which
+    # reads the product in heads layout instead (-> (the product, H)).
+    heads_of = {
+        _after_heads(m): m["heads"][2]
+        for members in groups
+        if _splits(members) or len(members) == 1
+        for m in members
+        if m["heads"] is not None
+    }
+    context: dict[int, tuple[str, int]] = {}
+    for index, members in enumerate(groups):
+        found = _context_in_heads(g, members[0]["x"], members[0]["weight"].shape[1], heads_of)
+        if len(members) == 1 and found is not None and g.resolve(members[0]["x"]) not in handed:
+            context[index] = found
     ops = weight_bytes = dense_bytes = gelus = keys_written = norms = split_heads = 0
     filled = total = 0
     for index, members in enumerate(groups):
@@ -384,9 +440,10 @@ def rewrite(proto: Any) -> Rewritten:
         if index in u8_into:
             out, u8_output = u8_into[index][0], u8_into[index][1:]
         x = handed.get(g.resolve(parts["x"]), parts["x"])
+        x, input_heads = context.get(index, (x, 0))
         node, inits = openvino_op.node_and_initializers(
             name, x, out, weights, parts["x_scale"], parts["x_zero"], mult, offset, parts["activation"],
-            len(members), splits, u8_output, keys, parts["norm"], heads,
+            len(members), splits, u8_output, keys, parts["norm"], heads, input_heads,
         )  # fmt: skip
         nodes = [node]
         if len(members) > 1 and not splits:  # each Linear's own output back, as its readers expect it
@@ -417,7 +474,7 @@ def rewrite(proto: Any) -> Rewritten:
     folded = sum(m["scaled"] is not None for m in matched)
     return Rewritten(
         len(matched), weight_bytes, dense_bytes, fill, gelus, ops, len(u8_into), folded, keys_written, norms,
-        split_heads,
+        split_heads, len(context),
     )  # fmt: skip
 
 

@@ -70,7 +70,14 @@ def test_rewrite_matches_the_qdq_model(tiny_exports: Path, tmp_path: Path) -> No
         return [p for n, p in zip(graph.node, perms, strict=True) if n.op_type == "Transpose" and p == [0, 2, 1, 3]]
 
     assert facts.heads_written == 2 * facts.gelus_fused
-    assert len(head_transposes(qdq.graph)) - len(head_transposes(proto.graph)) == facts.heads_written
+    # and attention's context is read as the product left it ([batch, heads, seq, size]): its Transpose goes too
+    assert facts.context_in_heads == facts.gelus_fused
+    assert len(head_transposes(qdq.graph)) == facts.heads_written + facts.context_in_heads
+    assert not head_transposes(proto.graph)
+    readers = [n for n in sparse_nodes if any(a.name == "input_heads" and a.i == 2 for a in n.attribute)]
+    assert len(readers) == facts.context_in_heads and all(
+        next(p for p in proto.graph.node if n.input[0] in p.output).op_type == "MatMul" for n in readers
+    )
     heads_ops = [n for n in sparse_nodes if any(a.name == "heads" for a in n.attribute)]
     assert [list(next(a.ints for a in n.attribute if a.name == "heads")) for n in heads_ops] == [[2, 0, 2]] * len(
         heads_ops

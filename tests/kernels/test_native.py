@@ -317,9 +317,17 @@ v_info = helper.make_tensor_value_info("v", TensorProto.FLOAT, None)
 input_node, _ = openvino_op.node_and_initializers("fc_inputs", "x", "u", pack_groups(w), 0.02, 128, mult, offset)
 input_node.input[1:4] = [node.input[1], node.input[2], "offset"]
 o_info = helper.make_tensor_value_info("offset", TensorProto.FLOAT, [40])
+# x split into 2 heads of 32, [batch, 2, seq, 32] (attention's context as its product with the value leaves it)
+w3 = {pattern}(rng, 40, 64)
+mult3, offset3 = openvino_op.epilogue(w_scale, bias, 0.02, 128, w3)
+context_node, context_inits = openvino_op.node_and_initializers("fc_context", "xh", "c", pack_groups(w3), 0.02, 128,
+                                                                mult3, offset3, input_heads=2)
+xh_info = helper.make_tensor_value_info("xh", TensorProto.FLOAT, ["batch", 2, "sequence", 32])
+c_info = helper.make_tensor_value_info("c", TensorProto.FLOAT, None)
 u_info = helper.make_tensor_value_info("u", TensorProto.FLOAT, None)
-graph = helper.make_graph([node, gelu_node, norm_node, heads_node, input_node], "g", [x_info, r_info, o_info],
-                          [y_info, z_info, n_info, q_info, v_info, u_info], inits + norm_inits[3:] + heads_inits)
+graph = helper.make_graph([node, gelu_node, norm_node, heads_node, input_node, context_node], "g",
+                          [x_info, r_info, o_info, xh_info], [y_info, z_info, n_info, q_info, v_info, u_info, c_info],
+                          inits + norm_inits[3:] + heads_inits + context_inits)
 model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                 helper.make_opsetid(openvino_op.DOMAIN, 1)])
 onnx.save(model, {str(tmp_path / "one.onnx")!r})
@@ -328,16 +336,19 @@ compiled = core.compile_model(core.read_model({str(tmp_path / "one.onnx")!r}), "
                               {{"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2}})
 x = rng.standard_normal((3, 37, 70)).astype(np.float32)
 r = rng.standard_normal((3, 37, 40)).astype(np.float32)
-results = compiled([x, r, offset])
+xh = rng.standard_normal((3, 2, 37, 32)).astype(np.float32)
+results = compiled([x, r, offset, xh])
 got, gelu, normed = results[0], results[1], results[2]
 assert got.shape == (3, 37, 40)
 np.testing.assert_array_equal(results[5], got)
+np.testing.assert_allclose(results[6], reference_linear(xh.transpose(0, 2, 1, 3).reshape(3, 37, 64), w3, w_scale, bias,
+                                                        0.02, 128), rtol=1e-5, atol=1e-4)
 np.testing.assert_allclose(normed, reference_norm(reference_linear(x, w, w_scale, bias, 0.02, 128) + r, gamma, beta),
                            rtol=1e-4, atol=1e-4)
 # query and value of one op: the first split into 2 heads [batch, 2, seq, 16] (37 tokens: 16-token runs cross
 # sequences), the second as it is
 both = reference_linear(x, w2, w_scale[:32].repeat(2), bias[:32].repeat(2), 0.02, 128)
-q, v = compiled([x, r, offset])[3], compiled([x, r, offset])[4]
+q, v = compiled([x, r, offset, xh])[3], compiled([x, r, offset, xh])[4]
 np.testing.assert_allclose(q, both[..., :32].reshape(3, 37, 2, 16).transpose(0, 2, 1, 3), rtol=1e-5, atol=1e-4)
 np.testing.assert_allclose(v, both[..., 32:], rtol=1e-5, atol=1e-4)
 np.testing.assert_allclose(got, reference_linear(x, w, w_scale, bias, 0.02, 128), rtol=1e-5, atol=1e-4)
@@ -346,13 +357,17 @@ np.testing.assert_allclose(gelu, reference_gelu(reference_linear(x, w, w_scale, 
 # A large input (4,400 tokens): quantized in token ranges on every thread, then multiplied.
 big = rng.standard_normal((4, 1100, 70)).astype(np.float32)
 big_r = rng.standard_normal((4, 1100, 40)).astype(np.float32)
-np.testing.assert_allclose(compiled([big, big_r, offset])[2],
+big_h = rng.standard_normal((4, 2, 1100, 32)).astype(np.float32)
+np.testing.assert_allclose(compiled([big, big_r, offset, big_h])[2],
                            reference_norm(reference_linear(big, w, w_scale, bias, 0.02, 128) + big_r, gamma, beta),
                            rtol=1e-4, atol=1e-4)
-big_results = compiled([big, big_r, offset])
+big_results = compiled([big, big_r, offset, big_h])
 np.testing.assert_allclose(big_results[0], reference_linear(big, w, w_scale, bias, 0.02, 128), rtol=1e-5, atol=1e-4)
+big_context = big_h.transpose(0, 2, 1, 3).reshape(4, 1100, 64)
+np.testing.assert_allclose(big_results[6], reference_linear(big_context, w3, w_scale, bias, 0.02, 128), rtol=1e-5,
+                           atol=1e-4)
 # The small input again: the op's scratch (not zeroed where a path writes all of its layout) holds the big one's.
-np.testing.assert_allclose(compiled([x, r, offset])[0], reference_linear(x, w, w_scale, bias, 0.02, 128), rtol=1e-5,
+np.testing.assert_allclose(compiled([x, r, offset, xh])[0], reference_linear(x, w, w_scale, bias, 0.02, 128), rtol=1e-5,
                            atol=1e-4)
 print("ok")
 """
