@@ -27,6 +27,16 @@
 // [..., splits[i]]), of output_type.
 // See pruneofa_sparse.h for the arithmetic.
 //
+// A chain (then_* attributes): the op runs further Linears after its own, each reading the one before, with
+// their constants as inputs 7.. (per stage: packed, mult, offset, and gamma, beta with a norm): then_rows,
+// then_activation, then_x_scale, then_x_zero_point, then_norm_epsilon (0: none), then_norm_residual (k: stage k's
+// result, 0 the op's own Linear; -1 input 4), then_u8_input (1: reads the stage before as u8, which that stage
+// writes quantized with this one's x_scale / x_zero_point). BERT's layer tail (attention's output Linear + norm,
+// the FFN's first with GELU, its second + norm, whose residual is the first's result) is one chain: each thread
+// takes its tokens through all three with no fork/join between them and nothing handed back to OpenVINO, whose
+// per-node costs (shape inference of a custom op, memory, synchronization) were ~18 us per op. The output is
+// the last stage's rows, f32.
+//
 // Held constants: when the ONNX frontend gives the packed weights, mult, offset (and gamma, beta) as Constants,
 // as every model.sparse.onnx does, the op keeps them itself and its only inputs are x (and the residual). The
 // CPU plugin infers a custom op's output shapes on every inference of a dynamic-shape model by cloning it with
@@ -68,6 +78,8 @@ public:
         std::vector<int64_t> transposed;  // per output, 1: [batch, rows, seq]; empty: none
         std::vector<int64_t> heads;       // per output, H > 0: [batch, H, seq, rows / H]; empty: none
         int64_t input_heads = 0;          // H > 0: input 0 is [batch, H, seq, cols / H]
+        int64_t norm_residual = -1;       // a chain stage's norm: -1 the op's residual input, k stage k's result
+        int64_t u8_input = 0;             // a chain stage: reads the stage before as u8
         float out_scale = 0.0f;
         int64_t out_zero_point = 0;
         float norm_epsilon = 0.0f;  // with inputs 4..6: the residual Add + LayerNorm after the Linear
@@ -78,15 +90,18 @@ public:
         std::shared_ptr<ov::op::v0::Constant> packed, mult, offset, gamma, beta;  // gamma, beta: with a norm
     };
 
+    using Stages = std::vector<std::shared_ptr<const SparseInt8Linear>>;
+
     SparseInt8Linear(const ov::OutputVector& args, int64_t rows, int64_t cols, float x_scale, int64_t x_zero_point,
-                     Options options, std::shared_ptr<const Held> held = nullptr)
+                     Options options, std::shared_ptr<const Held> held = nullptr, Stages then = {})
         : Op(args),
           rows_(rows),
           cols_(cols),
           x_scale_(x_scale),
           x_zero_point_(x_zero_point),
           options_(std::move(options)),
-          held_(std::move(held)) {
+          held_(std::move(held)),
+          then_(std::move(then)) {
         constructor_validate_and_infer_types();
     }
 
@@ -189,10 +204,28 @@ public:
             }
             set_output_type(i, out_type, shape);
         }
+        if (!then_.empty()) {  // a chain: the last stage's rows come out
+            NODE_VALIDATION_CHECK(this, held_ != nullptr && normed() && parts.size() == 1 &&
+                                            out_type == ov::element::f32 && !any_transposed() && options_.heads.empty(),
+                                  "a chain starts with a residual norm of held constants and has one f32 output");
+            int64_t cols = rows_;
+            for (size_t k = 0; k < then_.size(); ++k) {
+                NODE_VALIDATION_CHECK(this, then_[k]->cols_ == cols && then_[k]->held_ != nullptr,
+                                      "chain stage ", k + 1, " must read the ", cols, " rows of the stage before");
+                const int64_t residual = then_[k]->options_.norm_residual;
+                NODE_VALIDATION_CHECK(this, !then_[k]->normed() || residual < static_cast<int64_t>(k + 1),
+                                      "chain stage ", k + 1, "'s residual must be an earlier stage's result");
+                cols = then_[k]->rows_;
+            }
+            ov::PartialShape shape = rows_shape;
+            if (shape.rank().is_static()) shape[shape.rank().get_length() - 1] = cols;
+            set_output_type(0, ov::element::f32, shape);
+        }
     }
 
     std::shared_ptr<ov::Node> clone_with_new_inputs(const ov::OutputVector& args) const override {
-        auto clone = std::make_shared<SparseInt8Linear>(args, rows_, cols_, x_scale_, x_zero_point_, options_, held_);
+        auto clone =
+            std::make_shared<SparseInt8Linear>(args, rows_, cols_, x_scale_, x_zero_point_, options_, held_, then_);
         if (held_ != nullptr) clone->prepared_ = prepared_;  // the same constants: their prepared forms too
         return clone;
     }
@@ -224,6 +257,7 @@ public:
             throw std::runtime_error("pruneofa SparseInt8Linear: $PRUNEOFA_SPARSE_ISA names a path this CPU cannot "
                                      "run (use scalar, avx2, avx512_vnni or amx, or unset it)");
         }
+        if (!then_.empty()) return evaluate_chain(outputs, inputs, *path, isa);
         const pofa_weights& w = weights(constant(inputs, 1));
         const PreparedWeights* form = prepared_form(*path, isa, w);
         const Kernel* kernel = &kernel_for_form(*path, form);
@@ -269,6 +303,155 @@ public:
     }
 
 private:
+    // One stage of a chain as run: its layer, its weights' form, the kernel that runs it, where its result goes
+    // (the last stage's: the op's output).
+    struct Step {
+        const SparseInt8Linear* op;
+        const pofa_weights* w;
+        const PreparedWeights* form;
+        const Kernel* kernel;
+        float* f32;   // its result as floats, or
+        uint8_t* u8;  // quantized for the next stage (which reads u8)
+        uint8_t* x4;  // its input in its kernel's layout: each stage its own, as threads move on at their own pace
+    };
+
+    // The chain: every stage for each thread's own tokens in one parallel region where every stage's kernel can
+    // split the tokens; else stage by stage, each split over the rows as a single op is.
+    bool evaluate_chain(ov::TensorVector& outputs, const ov::TensorVector& inputs, const Kernel& path, int isa) const {
+        Input x{nullptr, inputs[0].data<const float>()};
+        const ov::Shape in_shape = rows_shape(inputs[0].get_shape(), x.layout);
+        const int64_t tokens = static_cast<int64_t>(ov::shape_size(in_shape) / static_cast<size_t>(cols_));
+        ov::Shape out_shape = in_shape;
+        out_shape.back() = static_cast<size_t>(then_.back()->rows_);
+        outputs[0].set_shape(out_shape);
+        const ov::Tensor& residual = inputs[residual_input()];
+        if (residual.get_element_type() != ov::element::f32 ||
+            residual.get_size() != static_cast<size_t>(tokens * rows_)) {
+            throw std::runtime_error("pruneofa SparseInt8Linear: the residual must be f32 shaped as the first stage's "
+                                     "result");
+        }
+        if (tokens == 0) return true;
+        std::vector<Step> steps;
+        size_t bytes = 0, results = 0;
+        bool split = true;
+        for (size_t s = 0; s <= then_.size(); ++s) {
+            const SparseInt8Linear* op = s == 0 ? this : then_[s - 1].get();
+            const pofa_weights& w = op->weights(op->constant(inputs, 1));
+            const PreparedWeights* form = op->prepared_form(path, isa, w);
+            const Kernel* kernel = &kernel_for_form(path, form);
+            steps.push_back(Step{op, &w, form, kernel, nullptr, nullptr, nullptr});
+            bytes += (kernel->activation_bytes(tokens, w.cols) + 64 + 63) / 64 * 64;
+            split = split && kernel->token_block_offset != nullptr;
+            if (s < then_.size()) results += (static_cast<size_t>(tokens * op->rows_) * 4 + 63) / 64 * 64;
+        }
+        // The stages' results one after the other in the calling thread's second scratch, 64-byte aligned.
+        thread_local std::vector<uint8_t> arena;
+        if (arena.size() < results + 64) arena.resize(results + 64);
+        auto* at = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(arena.data()) + 63) & ~uintptr_t{63});
+        for (size_t s = 0; s + 1 < steps.size(); ++s) {
+            const bool u8 = then_[s]->options_.u8_input != 0;
+            if (u8) {
+                steps[s].u8 = at;
+            } else {
+                steps[s].f32 = reinterpret_cast<float*>(at);
+            }
+            at += (static_cast<size_t>(tokens * steps[s].op->rows_) * (u8 ? 1 : 4) + 63) / 64 * 64;
+        }
+        float* y = outputs[0].data<float>();
+        uint8_t* layouts = scratch(bytes + 64, false);
+        layouts = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(layouts) + 63) & ~uintptr_t{63});
+        for (Step& step : steps) {
+            step.x4 = layouts;
+            layouts += (step.kernel->activation_bytes(tokens, step.w->cols) + 64 + 63) / 64 * 64;
+        }
+        const int64_t padded = padded_tokens(tokens);
+        const auto input_of = [&](size_t s) {  // stage s reads the op's input, or the stage before's result
+            if (s == 0) return x;
+            return steps[s - 1].u8 != nullptr ? Input{steps[s - 1].u8, nullptr} : Input{nullptr, steps[s - 1].f32};
+        };
+        const auto output_of = [&](size_t s, int64_t token0) {
+            const Step& step = steps[s];
+            Output o{nullptr, s + 1 == steps.size() ? y : step.f32, constant_of(*step.op, 2),
+                     constant_of(*step.op, 3), static_cast<int>(step.op->options_.activation)};
+            if (step.u8 != nullptr) {
+                o.u8 = step.u8;
+                o.out_scale = then_[s]->x_scale_;
+                o.out_zero_point = then_[s]->zero_point();
+            }
+            o.token0 = token0;
+            return o;
+        };
+        const auto norm_of = [&](size_t s) {  // the residual: the op's input, or an earlier stage's result
+            const SparseInt8Linear& op = *steps[s].op;
+            const int64_t from = s == 0 ? -1 : op.options_.norm_residual;
+            return ResidualNorm{from < 0 ? residual.data<const float>() : steps[static_cast<size_t>(from)].f32,
+                                constant_of(op, 5), constant_of(op, 6), op.options_.norm_epsilon};
+        };
+        const auto pack = [&](size_t s, int64_t t_begin, int64_t t_end) {  // a thread's tokens, split mode
+            const Step& step = steps[s];
+            if (!step.kernel->fills_layout) {  // an earlier call's bytes may be where this one's padding goes
+                const int64_t offset = step.kernel->token_block_offset(t_begin, step.w->cols);
+                std::memset(step.x4 + offset, 0, step.kernel->activation_bytes(t_end - t_begin, step.w->cols));
+            }
+            pack_input(*step.kernel, input_of(s), tokens, step.w->cols, step.op->x_scale_, step.op->zero_point(),
+                       step.x4, t_begin, t_end);
+        };
+        if (split) {
+            const int64_t token_blocks = (padded + kMaxTile - 1) / kMaxTile;
+            ov::parallel_nt(0, [&](const int ithr, const int nthr) {
+                const int64_t first = token_blocks * ithr / nthr, last = token_blocks * (ithr + 1) / nthr;
+                if (first >= last) return;
+                const int64_t t_begin = first * kMaxTile, t_end = std::min(tokens, last * kMaxTile);
+                for (size_t s = 0; s < steps.size(); ++s) {
+                    const Step& step = steps[s];
+                    pack(s, t_begin, t_end);
+                    const Activations range{step.x4 + step.kernel->token_block_offset(t_begin, step.w->cols),
+                                            t_end - t_begin, std::min(padded, last * kMaxTile) - t_begin};
+                    step.kernel->compute(*step.w, step.form, range, output_of(s, t_begin), 0, row_blocks(*step.w));
+                    if (step.op->normed()) {
+                        float* result = s + 1 == steps.size() ? y : step.f32;
+                        step.kernel->residual_norm(result, norm_of(s), step.w->rows, t_begin, t_end);
+                    }
+                }
+            });
+            return true;
+        }
+        for (size_t s = 0; s < steps.size(); ++s) {  // stage by stage: the rows split, as a single op's
+            const Step& step = steps[s];
+            if (!step.kernel->fills_layout) {
+                std::memset(step.x4, 0, step.kernel->activation_bytes(tokens, step.w->cols));
+            }
+            ov::parallel_nt(0, [&](const int ithr, const int nthr) {  // ranges of whole kTokenAlign chunks
+                const int64_t chunks = padded / kTokenAlign;
+                const int64_t begin = std::min(tokens, chunks * ithr / nthr * kTokenAlign);
+                const int64_t end = std::min(tokens, chunks * (ithr + 1) / nthr * kTokenAlign);
+                if (begin < end) {
+                    pack_input(*step.kernel, input_of(s), tokens, step.w->cols, step.op->x_scale_,
+                               step.op->zero_point(), step.x4, begin, end);
+                }
+            });
+            const Activations a{step.x4, tokens, padded};
+            const int64_t blocks = row_blocks(*step.w);
+            ov::parallel_nt(0, [&](const int ithr, const int nthr) {
+                step.kernel->compute(*step.w, step.form, a, output_of(s, 0), blocks * ithr / nthr,
+                                     blocks * (ithr + 1) / nthr);
+            });
+            if (step.op->normed()) {
+                float* result = s + 1 == steps.size() ? y : step.f32;
+                ov::parallel_nt(0, [&](const int ithr, const int nthr) {
+                    step.kernel->residual_norm(result, norm_of(s), step.w->rows, tokens * ithr / nthr,
+                                               tokens * (ithr + 1) / nthr);
+                });
+            }
+        }
+        return true;
+    }
+
+    // A held constant of `op` as floats (2 mult, 3 offset, 5 gamma, 6 beta).
+    static const float* constant_of(const SparseInt8Linear& op, size_t i) {
+        return op.constant(ov::TensorVector{}, i).as_f32();
+    }
+
     // Each output shaped for `in_shape` and described for the kernels' epilogue: its rows of the layer, its type,
     // its layout.
     std::vector<Output> bind_outputs(ov::TensorVector& outputs, const ov::TensorVector& inputs,
@@ -471,6 +654,7 @@ private:
     int64_t x_zero_point_ = 0;
     Options options_;
     std::shared_ptr<const Held> held_;
+    Stages then_;  // a chain's further stages (their own layers, held constants and prepared forms)
     std::shared_ptr<Prepared> prepared_ = std::make_shared<Prepared>();
 };
 
@@ -483,6 +667,65 @@ namespace {
 // The ONNX node -> the op. A conversion function rather than an attribute-mapping OpExtension, because the
 // attributes after x_zero_point are optional (files written before them have none) and a mapped attribute
 // is not.
+// A chain's further stages (then_* attributes), with their constants from the node's inputs 7..: each its own
+// layer, reading the stage before (u8 where then_u8_input says so: the stage before writes it quantized with this
+// one's x_scale and x_zero_point).
+pofa::SparseInt8Linear::Stages chain_stages(const ov::frontend::NodeContext& node, const ov::OutputVector& inputs,
+                                            int64_t first_rows) {
+    using Op = pofa::SparseInt8Linear;
+    using Constant = ov::op::v0::Constant;
+    const auto rows = node.get_attribute<std::vector<int64_t>>("then_rows", std::vector<int64_t>{});
+    if (rows.empty()) return {};
+    const auto ints = [&](const char* name) {
+        auto v = node.get_attribute<std::vector<int64_t>>(name, std::vector<int64_t>(rows.size(), 0));
+        if (v.size() != rows.size()) throw std::runtime_error(std::string("pruneofa chain: ") + name + " needs one "
+                                                              "entry per stage");
+        return v;
+    };
+    const auto floats = [&](const char* name) {  // (the ONNX frontend gives float lists as doubles)
+        const auto d = node.get_attribute<std::vector<double>>(name, std::vector<double>(rows.size(), 0.0));
+        std::vector<float> v(d.begin(), d.end());
+        if (v.size() != rows.size()) throw std::runtime_error(std::string("pruneofa chain: ") + name + " needs one "
+                                                              "entry per stage");
+        return v;
+    };
+    const auto activation = ints("then_activation"), zero_point = ints("then_x_zero_point");
+    const auto residual = ints("then_norm_residual"), u8_input = ints("then_u8_input");
+    const auto scale = floats("then_x_scale"), epsilon = floats("then_norm_epsilon");
+    Op::Stages stages;
+    size_t next = 7;  // the first stage's constants are inputs 1-3, 5, 6
+    int64_t cols = first_rows;
+    for (size_t k = 0; k < rows.size(); ++k) {
+        const auto constant = [&]() {
+            auto c = next < inputs.size() ? ov::as_type_ptr<Constant>(inputs[next].get_node_shared_ptr()) : nullptr;
+            if (c == nullptr) throw std::runtime_error("pruneofa chain: stage constants must be initializers");
+            ++next;
+            return c;
+        };
+        auto held = std::make_shared<Op::Held>();
+        held->packed = constant();
+        held->mult = constant();
+        held->offset = constant();
+        Op::Options options;
+        options.activation = activation[k];
+        options.norm_epsilon = epsilon[k];
+        options.norm_residual = residual[k];
+        options.u8_input = u8_input[k];
+        ov::OutputVector args{std::make_shared<ov::op::v0::Parameter>(u8_input[k] ? ov::element::u8 : ov::element::f32,
+                                                                      ov::PartialShape::dynamic())};
+        if (epsilon[k] > 0.0f) {
+            held->gamma = constant();
+            held->beta = constant();
+            args.push_back(std::make_shared<ov::op::v0::Parameter>(ov::element::f32, ov::PartialShape::dynamic()));
+        }
+        auto stage = std::make_shared<Op>(args, rows[k], cols, scale[k], zero_point[k], options, std::move(held));
+        cols = rows[k];
+        stages.push_back(stage);
+    }
+    if (next != inputs.size()) throw std::runtime_error("pruneofa chain: unexpected inputs after the stages'");
+    return stages;
+}
+
 ov::OutputVector from_onnx(const ov::frontend::NodeContext& node) {
     ov::OutputVector inputs;
     for (size_t i = 0; i < node.get_input_size(); ++i) inputs.push_back(node.get_input(static_cast<int>(i)));
@@ -497,13 +740,15 @@ ov::OutputVector from_onnx(const ov::frontend::NodeContext& node) {
     options.heads = node.get_attribute<std::vector<int64_t>>("heads", std::vector<int64_t>{});
     options.input_heads = node.get_attribute<int64_t>("input_heads", int64_t{0});
     options.norm_epsilon = node.get_attribute<float>("norm_epsilon", 0.0f);
+    const auto rows = node.get_attribute<int64_t>("rows");
+    pofa::SparseInt8Linear::Stages then = chain_stages(node, inputs, rows);
     // Constant operands held by the op, its inputs then x (and the residual) only (see the top of the file).
     using Constant = ov::op::v0::Constant;
     const auto constant = [&](size_t i) {
         return i < inputs.size() ? ov::as_type_ptr<Constant>(inputs[i].get_node_shared_ptr()) : nullptr;
     };
     std::shared_ptr<const pofa::SparseInt8Linear::Held> held;
-    const bool normed = inputs.size() == 7;
+    const bool normed = inputs.size() >= 7;
     if (constant(1) && constant(2) && constant(3) && (!normed || (constant(5) && constant(6)))) {
         auto found = std::make_shared<pofa::SparseInt8Linear::Held>();
         found->packed = constant(1);
@@ -517,9 +762,8 @@ ov::OutputVector from_onnx(const ov::frontend::NodeContext& node) {
         inputs = normed ? ov::OutputVector{inputs[0], inputs[4]} : ov::OutputVector{inputs[0]};
     }
     const auto op = std::make_shared<pofa::SparseInt8Linear>(
-        inputs, node.get_attribute<int64_t>("rows"), node.get_attribute<int64_t>("cols"),
-        node.get_attribute<float>("x_scale"), node.get_attribute<int64_t>("x_zero_point"), std::move(options),
-        std::move(held));
+        inputs, rows, node.get_attribute<int64_t>("cols"), node.get_attribute<float>("x_scale"),
+        node.get_attribute<int64_t>("x_zero_point"), std::move(options), std::move(held), std::move(then));
     return op->outputs();
 }
 

@@ -68,6 +68,23 @@ class ResidualNorm:
     epsilon: float
 
 
+@dataclass(frozen=True)
+class ChainStage:
+    """A further Linear that the same op runs after its own (a chain: e.g. BERT's layer tail), reading the stage
+    before's result: as floats quantized with (x_scale, x_zero_point), or as u8 that the stage before wrote so.
+    `norm`: (gamma, beta, epsilon, residual), residual the stage whose result is added (0 the op's own Linear; -1
+    the op's residual input)."""
+
+    weights: GroupWeights
+    x_scale: float
+    x_zero_point: int
+    mult: np.ndarray
+    offset: np.ndarray
+    activation: str = "none"
+    norm: tuple[np.ndarray, np.ndarray, float, int] | None = None
+    u8_input: bool = False
+
+
 def epilogue(
     w_scale: np.ndarray, bias: np.ndarray, x_scale: float, x_zero_point: int, weight: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -95,6 +112,7 @@ def node_and_initializers(
     norm: ResidualNorm | None = None,
     heads: Sequence[int] = (),
     input_heads: int = 0,
+    then: Sequence[ChainStage] = (),
 ) -> tuple[Any, list[Any]]:
     """The ONNX node `y = SparseInt8Linear(x)` and its three initializers (packed weights, mult, offset).
     `activation` "gelu" fuses a following GELU; `linears` > 1 says the op computes that many of the model's Linears
@@ -103,7 +121,9 @@ def node_and_initializers(
     output) writes that output [batch, rows, seq], each sequence's result transposed; `heads` (per output, H > 0)
     writes it [batch, H, seq, rows / H], split into attention heads; `input_heads` H > 0 reads x as [batch, H,
     seq, cols / H] (attention's context before its transpose and reshape to [batch, seq, cols]); `norm` adds the
-    residual and applies the LayerNorm that follow the Linear (its gamma and beta become initializers too).
+    residual and applies the LayerNorm that follow the Linear (its gamma and beta become initializers too);
+    `then` (with a norm) makes the op a chain: those Linears run after its own, in order, and the last one's
+    result is the op's output.
     Attributes and inputs are written only when set: older files have none of them, and load as before."""
     from onnx import helper, numpy_helper
 
@@ -146,8 +166,40 @@ def node_and_initializers(
         inits.append(numpy_helper.from_array(np.asarray(norm.gamma, np.float32).reshape(-1), f"{name}.gamma"))
         inits.append(numpy_helper.from_array(np.asarray(norm.beta, np.float32).reshape(-1), f"{name}.beta"))
         node.attribute.append(helper.make_attribute("norm_epsilon", float(norm.epsilon)))
+    if then:
+        if norm is None or u8_output is not None or splits or any(transposed) or any(heads):
+            raise ValueError(f"{name}: a chain starts with a residual norm and has one f32 output")
+        _append_stages(node, inits, name, then)
     if u8_output is not None:
         node.attribute.append(helper.make_attribute("output_type", "u8"))
         node.attribute.append(helper.make_attribute("out_scale", float(u8_output[0])))
         node.attribute.append(helper.make_attribute("out_zero_point", int(u8_output[1])))
     return node, inits
+
+
+def _append_stages(node: Any, inits: list[Any], name: str, then: Sequence[ChainStage]) -> None:
+    """A chain's stages on `node`: their constants as inputs 7.. (packed, mult, offset, and gamma, beta with a
+    norm), their settings as then_* attributes (one entry per stage)."""
+    from onnx import helper, numpy_helper
+
+    from pruneofa.kernels.native import ACTIVATIONS
+
+    for k, stage in enumerate(then, start=1):
+        arrays = [np.frombuffer(stage.weights.to_bytes(), np.uint8), stage.mult, stage.offset]
+        arrays += [stage.norm[0], stage.norm[1]] if stage.norm is not None else []
+        for part, array in zip(("packed", "mult", "offset", "gamma", "beta"), arrays, strict=False):
+            tensor = f"{name}.then{k}.{part}"
+            dtype = np.uint8 if part == "packed" else np.float32
+            inits.append(numpy_helper.from_array(np.asarray(array, dtype).reshape(-1), tensor))
+            node.input.append(tensor)
+    attributes = {
+        "then_rows": [s.weights.rows for s in then],
+        "then_activation": [ACTIVATIONS[s.activation] for s in then],
+        "then_x_scale": [float(s.x_scale) for s in then],
+        "then_x_zero_point": [int(s.x_zero_point) for s in then],
+        "then_norm_epsilon": [float(s.norm[2]) if s.norm is not None else 0.0 for s in then],
+        "then_norm_residual": [int(s.norm[3]) if s.norm is not None else -1 for s in then],
+        "then_u8_input": [int(s.u8_input) for s in then],
+    }
+    for key, values in attributes.items():
+        node.attribute.append(helper.make_attribute(key, values))

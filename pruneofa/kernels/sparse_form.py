@@ -40,6 +40,7 @@ class Rewritten:
     norms_fused: int = 0  # residual Add + LayerNorm after a Linear, done by its op (the two nodes dropped)
     heads_written: int = 0  # query/value written [batch, heads, seq, size] by the op (Reshape, Transpose dropped)
     context_in_heads: int = 0  # ops reading attention's context [batch, heads, seq, size] (its Transpose dropped)
+    chained: int = 0  # Linears run by the op before them in a chain (BERT's layer tail: one op for three)
 
 
 class _Graph:
@@ -416,9 +417,13 @@ def rewrite(proto: Any) -> Rewritten:
         found = _context_in_heads(g, members[0]["x"], members[0]["weight"].shape[1], heads_of)
         if len(members) == 1 and found is not None and g.resolve(members[0]["x"]) not in handed:
             context[index] = found
-    ops = weight_bytes = dense_bytes = gelus = keys_written = norms = split_heads = 0
+    chains = _chains(g, groups, u8_into, handed)
+    chained = {k for stages in chains.values() for k in stages}
+    ops = weight_bytes = dense_bytes = gelus = keys_written = norms = split_heads = chain_links = 0
     filled = total = 0
     for index, members in enumerate(groups):
+        if index in chained:  # run by its chain's op
+            continue
         parts = _merged(members)
         weights = pack_groups(parts["weight"])
         mult, offset = openvino_op.epilogue(
@@ -441,9 +446,13 @@ def rewrite(proto: Any) -> Rewritten:
             out, u8_output = u8_into[index][0], u8_into[index][1:]
         x = handed.get(g.resolve(parts["x"]), parts["x"])
         x, input_heads = context.get(index, (x, 0))
+        stages = [groups[k][0] for k in chains.get(index, [])]
+        then = [_chain_stage(stage, members[0]["out"], i > 0) for i, stage in enumerate(stages)]
+        if stages:
+            out = stages[-1]["out"]
         node, inits = openvino_op.node_and_initializers(
             name, x, out, weights, parts["x_scale"], parts["x_zero"], mult, offset, parts["activation"],
-            len(members), splits, u8_output, keys, parts["norm"], heads, input_heads,
+            len(members) + len(stages), splits, u8_output, keys, parts["norm"], heads, input_heads, then,
         )  # fmt: skip
         nodes = [node]
         if len(members) > 1 and not splits:  # each Linear's own output back, as its readers expect it
@@ -452,10 +461,12 @@ def rewrite(proto: Any) -> Rewritten:
             split = helper.make_node("Split", [f"{name}.out", f"{name}.sizes"], outs, name=f"{name}.split", axis=-1)
             nodes.append(split)
         gelus += len(members) if parts["activation"] == "gelu" else 0
-        norms += parts["norm"] is not None
+        gelus += sum(stage["activation"] == "gelu" for stage in stages)
+        norms += (parts["norm"] is not None) + sum(stage["norm"] is not None for stage in stages)
+        chain_links += len(stages)
         graph_nodes = list(proto.graph.node)
         position = min(graph_nodes.index(m["removed"][0]) for m in members)
-        for old in (n for m in members for n in m["removed"]):
+        for old in (n for m in [*members, *stages] for n in m["removed"]):
             proto.graph.node.remove(old)
         for member, transposed_keys, h in zip(members, keys, heads, strict=True):
             _drop_what_the_op_took(proto.graph, member, transposed_keys, h > 0)
@@ -463,10 +474,12 @@ def rewrite(proto: Any) -> Rewritten:
             proto.graph.node.insert(position + offset_in_graph, new)
         proto.graph.initializer.extend(inits)
         ops += 1
-        weight_bytes += len(weights.to_bytes())
-        dense_bytes += parts["weight"].size
-        filled += weights.nonempty_groups
-        total += weights.rows * ((weights.cols + 3) // 4)
+        layers = [(weights, parts["weight"]), *((t.weights, m["weight"]) for t, m in zip(then, stages, strict=True))]
+        for packed, dense in layers:
+            weight_bytes += len(packed.to_bytes())
+            dense_bytes += dense.size
+            filled += packed.nonempty_groups
+            total += packed.rows * ((packed.cols + 3) // 4)
     drop_dead(proto.graph)
     if ops:
         proto.opset_import.append(helper.make_opsetid(openvino_op.DOMAIN, 1))
@@ -474,8 +487,51 @@ def rewrite(proto: Any) -> Rewritten:
     folded = sum(m["scaled"] is not None for m in matched)
     return Rewritten(
         len(matched), weight_bytes, dense_bytes, fill, gelus, ops, len(u8_into), folded, keys_written, norms,
-        split_heads, len(context),
+        split_heads, len(context), chain_links,
     )  # fmt: skip
+
+
+def _chains(
+    g: _Graph, groups: list[list[dict[str, Any]]], u8_into: dict[int, tuple[str, float, int]], handed: dict[str, str]
+) -> dict[int, list[int]]:
+    """BERT's layer tails as chains, head group -> [its stages' groups]: a Linear with a residual norm (attention's
+    output) whose result only the next Linear reads (the FFN's first, GELU, handing its u8 result to the FFN's
+    second) and the residual norm of that second Linear reads, which has a norm too."""
+    found: dict[int, list[int]] = {}
+    for head, members in enumerate(groups):
+        out = members[0]["out"]
+        if len(members) != 1 or members[0]["norm"] is None or members[0]["heads"] is not None:
+            continue
+        first = next((i for i, grp in enumerate(groups) if len(grp) == 1 and g.resolve(grp[0]["x"]) == out), None)
+        if first is None or first not in u8_into:
+            continue
+        x_second = u8_into[first][0].removesuffix(".u8")
+        second = next((i for i, grp in enumerate(groups) if len(grp) == 1 and g.resolve(grp[0]["x"]) == x_second), None)
+        if second is None or groups[second][0]["norm"] is None or groups[second][0]["norm"].residual != out:
+            continue
+        readers = {id(n) for n in groups[first][0]["quantizers"]} | {id(n) for n in groups[second][0]["removed"]}
+        if out in handed or out in {o.name for o in g.graph.output}:
+            continue
+        if all(id(n) in readers for n in g.consumers.get(out, [])):
+            found[head] = [first, second]
+    return found
+
+
+def _chain_stage(member: dict[str, Any], head_out: str, u8_input: bool) -> openvino_op.ChainStage:
+    """One Linear as a stage of its chain's op (its norm's residual: the head's result)."""
+    weights = pack_groups(member["weight"])
+    mult, offset = openvino_op.epilogue(
+        member["w_scale"], member["bias"], member["x_scale"], member["x_zero"], member["weight"]
+    )
+    norm = member["norm"]
+    stage_norm = None
+    if norm is not None:
+        if norm.residual != head_out:
+            raise ValueError(f"a chain stage's residual must be its head's result, not {norm.residual}")
+        stage_norm = (norm.gamma, norm.beta, norm.epsilon, 0)
+    return openvino_op.ChainStage(
+        weights, member["x_scale"], member["x_zero"], mult, offset, member["activation"], stage_norm, u8_input
+    )
 
 
 def drop_dead(graph: Any) -> None:

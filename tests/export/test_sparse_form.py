@@ -23,7 +23,7 @@ def _feeds(folder: Path, seq_len: int = 32, batch: int = 64) -> dict[str, np.nda
 def test_rewrite_matches_the_qdq_model(tiny_exports: Path, tmp_path: Path) -> None:
     import onnx
     import openvino as ov
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
 
     from pruneofa.kernels.group_weights import GroupWeights
     from pruneofa.kernels.sparse_form import rewrite
@@ -37,18 +37,23 @@ def test_rewrite_matches_the_qdq_model(tiny_exports: Path, tmp_path: Path) -> No
     matmuls = [n for n in proto.graph.node if n.op_type == "MatMul"]
     sparse_nodes = [n for n in proto.graph.node if n.op_type == openvino_op.OP_TYPE]
     assert facts.ops == len(sparse_nodes) > 0 and 0.2 < facts.group_fill < 0.5
-    # query, key and value read one quantized input: one op for the three, with an output each (no Split)
-    linears = {n.name: next((a.i for a in n.attribute if a.name == "linears"), 1) for n in sparse_nodes}
+    # query, key and value read one quantized input: one op for the three, with an output each (no Split); each
+    # layer's tail (attention's output Linear, the FFN's two) is one op too, a chain of three
+    attributes = {n.name: {a.name: helper.get_attribute_value(a) for a in n.attribute} for n in sparse_nodes}
+    linears = {name: attrs.get("linears", 1) for name, attrs in attributes.items()}
+    chains = [n for n in sparse_nodes if "then_rows" in attributes[n.name]]
     assert sum(linears.values()) == facts.layers > facts.ops and max(linears.values()) == 3
+    assert facts.chained == 2 * len(chains) == 2 * facts.gelus_fused and facts.ops == 2 * len(chains) + 2
     assert not [n for n in proto.graph.node if n.op_type == "Split"]
     for node in sparse_nodes:
-        splits = next((list(a.ints) for a in node.attribute if a.name == "splits"), [])
-        assert len(node.output) == len(splits or [0]) == linears[node.name]
-    # the FFN's first Linear hands its second the quantized (u8) input: no QuantizeLinear left between them
-    u8_writers = [n for n in sparse_nodes if any(a.name == "output_type" and a.s == b"u8" for a in n.attribute)]
-    assert facts.u8_handoffs == len(u8_writers) == facts.gelus_fused
-    readers = {n.input[0] for n in sparse_nodes}
-    assert all(n.output[0] in readers for n in u8_writers)
+        splits = attributes[node.name].get("splits", [])
+        if node in chains:
+            assert len(node.output) == 1 and linears[node.name] == 3
+        else:
+            assert len(node.output) == len(splits or [0]) == linears[node.name]
+    # the FFN's first Linear hands its second the quantized (u8) input, inside the chain: no QuantizeLinear left
+    assert all(attributes[n.name]["then_u8_input"] == [0, 1] for n in chains)
+    assert facts.u8_handoffs == len(chains) == facts.gelus_fused
     assert not [n for n in proto.graph.node if n.op_type == "QuantizeLinear"]
     # attention's query and key scaling (a scalar Mul after each one's Reshape and Transpose) is in the epilogue
     scaled = [n for n in qdq.graph.node if n.op_type == "Mul" and "attention/self/Mul" in n.name]
@@ -85,24 +90,30 @@ def test_rewrite_matches_the_qdq_model(tiny_exports: Path, tmp_path: Path) -> No
     # every FFN GELU (one per encoder layer) is computed in its Linear's epilogue; no Erf is left
     assert facts.gelus_fused == len([n for n in qdq.graph.node if n.op_type == "Erf"]) > 0
     assert not [n for n in proto.graph.node if n.op_type == "Erf"]
-    gelu_nodes = [n for n in sparse_nodes if any(a.name == "activation" and a.i == 1 for a in n.attribute)]
-    assert len(gelu_nodes) == facts.gelus_fused
+    assert [attributes[n.name]["then_activation"] for n in chains] == [[1, 0]] * facts.gelus_fused
+    assert not [n for n in sparse_nodes if attributes[n.name].get("activation")]
     assert not any(n.op_type == "QuantizeLinear" and "weight" in n.input[0] for n in proto.graph.node)
     # the residual Add + LayerNorm after attention's output Linear and the FFN's second are their ops' last pass:
     # only the embeddings' LayerNorm is left
-    norm_ops = [n for n in sparse_nodes if any(a.name == "norm_epsilon" for a in n.attribute)]
+    # (a chain's first and last stage: the second's residual is the first's result)
     layer_norms = [n for n in qdq.graph.node if n.op_type == "LayerNormalization"]
-    assert facts.norms_fused == len(norm_ops) == 2 * facts.gelus_fused == len(layer_norms) - 1
+    assert facts.norms_fused == 2 * facts.gelus_fused == len(layer_norms) - 1
+    assert all("norm_epsilon" in attributes[n.name] and len(n.input) == 7 + 3 + 5 for n in chains)
+    assert all(attributes[n.name]["then_norm_residual"][1] == 0 for n in chains)
     assert len([n for n in proto.graph.node if n.op_type == "LayerNormalization"]) == 1
-    assert all(len(n.input) == 7 and len(n.output) == 1 for n in norm_ops)
     assert len(matmuls) < len([n for n in qdq.graph.node if n.op_type == "MatMul"])  # attention matmuls stay
     # The packed weights are the QDQ file's int8 weights, exactly.
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
-    for node in sparse_nodes:  # a merged op holds its Linears' weights one after the other
-        attrs = {a.name: a.i for a in node.attribute if a.name in ("rows", "cols")}
-        unpacked = GroupWeights.from_bytes(inits[node.input[1]].tobytes(), attrs["rows"], attrs["cols"]).to_dense()
-        for part in np.split(unpacked, linears[node.name]):
-            assert any(np.array_equal(part, w.T) for w in int8_weights.values() if w.shape == part.T.shape)
+    for node in sparse_nodes:  # a merged op holds its Linears' weights one after the other; a chain, each stage's
+        attrs = attributes[node.name]
+        packed = [(node.input[1], attrs["rows"], attrs["cols"])]
+        if node in chains:  # the stages' packed weights: inputs 7 and 10, each reading the stage before
+            packed += [(node.input[7], attrs["then_rows"][0], attrs["rows"])]
+            packed += [(node.input[10], attrs["then_rows"][1], attrs["then_rows"][0])]
+        for tensor, rows, cols in packed:
+            unpacked = GroupWeights.from_bytes(inits[tensor].tobytes(), rows, cols).to_dense()
+            for part in np.split(unpacked, 1 if node in chains else linears[node.name]):
+                assert any(np.array_equal(part, w.T) for w in int8_weights.values() if w.shape == part.T.shape)
     path = tmp_path / "model.sparse.onnx"
     onnx.save(proto, str(path))
 

@@ -388,3 +388,60 @@ def test_unbuilt_kernel_says_why(tmp_path, monkeypatch) -> None:  # type: ignore
             native.supported_isas()
     finally:
         native._library.cache_clear()
+
+
+@needs_kernel
+@pytest.mark.skipif(not openvino_op.availability().ok, reason=openvino_op.availability().reason)
+@pytest.mark.parametrize("pattern", ["sparse_int8", "block_sparse_int8"])
+@pytest.mark.parametrize("isa", native.ISA_NAMES)
+def test_openvino_chain_matches_the_reference(isa: str, pattern: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A chain op (BERT's layer tail): Linear + residual norm, then a GELU Linear handing the next its u8 input, then
+    a Linear + residual norm whose residual is the first stage's result; tokens split over threads (the K-group
+    paths) or stage by stage (amx rows), 37-token sequences so the threads' ranges end mid-chunk."""
+    if isa not in paths():
+        pytest.skip(f"this CPU cannot run {isa}")
+    form = "blocks" if pattern == "block_sparse_int8" else "rows"
+    code = f"""
+import os; os.environ["PRUNEOFA_SPARSE_FORM"] = {form!r}
+import numpy as np, onnx, openvino as ov
+from onnx import helper, TensorProto
+from pruneofa.kernels import openvino_op
+from pruneofa.kernels.group_weights import pack_groups
+from tests.kernels.test_native import (reference_gelu, reference_linear, reference_norm, sparse_int8,
+                                      block_sparse_int8)
+rng = np.random.default_rng(7)
+def layer(rows, cols):
+    w = {pattern}(rng, rows, cols)
+    return w, (rng.random(rows) * 0.01 + 1e-3).astype(np.float32), rng.standard_normal(rows).astype(np.float32)
+w0, s0, b0 = layer(48, 70); w1, s1, b1 = layer(80, 48); w2, s2, b2 = layer(48, 80)
+g0, be0, g2, be2 = (rng.standard_normal(48).astype(np.float32) for _ in range(4))
+x_scales, x_zeros = (0.02, 0.05, 0.03), (128, 100, 7)
+stages = [openvino_op.ChainStage(pack_groups(w1), 0.05, 100, *openvino_op.epilogue(s1, b1, 0.05, 100, w1), "gelu"),
+          openvino_op.ChainStage(pack_groups(w2), 0.03, 7, *openvino_op.epilogue(s2, b2, 0.03, 7, w2),
+                                 norm=(g2, be2, 1e-5, 0), u8_input=True)]
+node, inits = openvino_op.node_and_initializers(
+    "tail", "x", "y", pack_groups(w0), 0.02, 128, *openvino_op.epilogue(s0, b0, 0.02, 128, w0), linears=3,
+    norm=openvino_op.ResidualNorm("r", g0, be0, 1e-5), then=stages)
+graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "s", 70]),
+                                        helper.make_tensor_value_info("r", TensorProto.FLOAT, ["b", "s", 48])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+opsets = [helper.make_opsetid("", 17), helper.make_opsetid(openvino_op.DOMAIN, 1)]
+onnx.save(helper.make_model(graph, opset_imports=opsets), {str(tmp_path / "chain.onnx")!r})
+core = ov.Core(); openvino_op.add_to(core)
+compiled = core.compile_model(core.read_model({str(tmp_path / "chain.onnx")!r}), "CPU",
+                              {{"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2}})
+for batch, seq in ((3, 37), (2, 300)):
+    x = rng.standard_normal((batch, seq, 70)).astype(np.float32)
+    r = rng.standard_normal((batch, seq, 48)).astype(np.float32)
+    h0 = reference_norm(reference_linear(x, w0, s0, b0, 0.02, 128) + r, g0, be0)
+    a = reference_gelu(reference_linear(h0, w1, s1, b1, 0.05, 100))
+    want = reference_norm(reference_linear(a, w2, s2, b2, 0.03, 7) + h0, g2, be2)
+    got = compiled([x, r])[0]
+    assert got.shape == want.shape, got.shape
+    # float rounding can move a quantized value by one step: most outputs match closely, all stay near
+    close = np.isclose(got, want, rtol=1e-4, atol=1e-3)
+    assert close.mean() > 0.99 and np.abs(got - want).max() < 0.1, (close.mean(), np.abs(got - want).max())
+print("ok")
+"""
+    done = _in_subprocess(code, isa)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
