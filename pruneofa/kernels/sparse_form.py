@@ -6,10 +6,12 @@ it (the FFN's first Linear) folded in too; Linears that read the same quantized 
 and value) share one node, with an output each; a Linear whose result only the next one reads (the FFN's first,
 feeding its second) hands it over already quantized (u8), as the QDQ graph's QuantizeLinear would; attention's
 scaling of query and key (a constant Mul after their reshape and transpose) is folded into the epilogue, and the
-keys are written transposed per sequence, as attention's product with the query reads them; the residual Add and
-LayerNorm after attention's output Linear and the FFN's second are the op's last pass over its own output.
-Attention and the rest of the graph are untouched, so OpenVINO keeps running them with its own kernels; the file
-loads in OpenVINO after `pruneofa.kernels.openvino_op.add_to(core)`.
+keys are written transposed per sequence and the query and value split into heads, as attention's products read
+them, and the op after attention reads its context as the product leaves it; the residual Add and LayerNorm after
+attention's output Linear and the FFN's second are the op's last pass over its own output; and each layer's tail
+(attention's output Linear, the FFN's two) is one op, a chain of three stages. Attention's products, softmax and
+the rest of the graph are untouched, so OpenVINO keeps running them with its own kernels; the file loads in
+OpenVINO after `pruneofa.kernels.openvino_op.add_to(core)`.
 
 The arithmetic is the QDQ graph's (same rounding, same int8 values, exact int32 sums); only the float epilogue
 is reassociated (and GELU's erf is a rational approximation within 4.2e-7), which moves logits by float rounding.
@@ -34,7 +36,7 @@ class Rewritten:
     group_fill: float  # non-empty groups / all groups, over all rewritten layers
     gelus_fused: int = 0  # FFN GELUs folded into their op's epilogue
     ops: int = 0  # SparseInt8Linear nodes: Linears reading one quantized input share one (query, key, value)
-    u8_handoffs: int = 0  # ops that write the next op's quantized input (u8) instead of floats
+    u8_handoffs: int = 0  # Linears handing the next their quantized input (u8) instead of floats (in a chain too)
     scales_folded: int = 0  # attention's query/key scaling (a Mul after Reshape, Transpose) in the epilogue
     keys_transposed: int = 0  # attention's keys written [batch, rows, seq] by the op (their Transpose dropped)
     norms_fused: int = 0  # residual Add + LayerNorm after a Linear, done by its op (the two nodes dropped)
