@@ -208,6 +208,7 @@ public:
             NODE_VALIDATION_CHECK(this, held_ != nullptr && normed() && parts.size() == 1 &&
                                             out_type == ov::element::f32 && !any_transposed() && options_.heads.empty(),
                                   "a chain starts with a residual norm of held constants and has one f32 output");
+            NODE_VALIDATION_CHECK(this, type.compatible(ov::element::f32), "a chain's input is f32");
             int64_t cols = rows_;
             for (size_t k = 0; k < then_.size(); ++k) {
                 NODE_VALIDATION_CHECK(this, then_[k]->cols_ == cols && then_[k]->held_ != nullptr,
@@ -215,6 +216,10 @@ public:
                 const int64_t residual = then_[k]->options_.norm_residual;
                 NODE_VALIDATION_CHECK(this, !then_[k]->normed() || residual < static_cast<int64_t>(k + 1),
                                       "chain stage ", k + 1, "'s residual must be an earlier stage's result");
+                NODE_VALIDATION_CHECK(this,
+                                      !then_[k]->normed() || residual < 0 ||
+                                          then_[static_cast<size_t>(residual)]->options_.u8_input == 0,
+                                      "chain stage ", k + 1, "'s residual must be a stage that keeps its result as f32");
                 cols = then_[k]->rows_;
             }
             ov::PartialShape shape = rows_shape;
