@@ -287,11 +287,8 @@ public:
             split_tokens(*kernel, form, w, x, tokens, x4, outs, norm);
             return true;
         }
-        ov::parallel_nt(0, [&](const int ithr, const int nthr) {  // ranges of whole kTokenAlign chunks
-            const int64_t chunks = padded_tokens(tokens) / kTokenAlign;
-            const int64_t begin = std::min(tokens, chunks * ithr / nthr * kTokenAlign);
-            const int64_t end = std::min(tokens, chunks * (ithr + 1) / nthr * kTokenAlign);
-            if (begin < end) pack_input(*kernel, x, tokens, w.cols, x_scale_, zero_point(), x4, begin, end);
+        for_token_chunks(tokens, [&](int64_t begin, int64_t end) {
+            pack_input(*kernel, x, tokens, w.cols, x_scale_, zero_point(), x4, begin, end);
         });
         const Activations a{x4, tokens, padded_tokens(tokens)};
         // One contiguous range of row blocks per OpenVINO thread: a path's per-call set-up (AMX's tile
@@ -300,8 +297,8 @@ public:
             compute_rows(*kernel, w, form, a, outs, blocks * ithr / nthr, blocks * (ithr + 1) / nthr);
         });
         if (norm.residual != nullptr) {  // each token's rows came from every thread: normalized once they are done
-            ov::parallel_nt(0, [&](const int ithr, const int nthr) {
-                kernel->residual_norm(outs[0].f32, norm, w.rows, tokens * ithr / nthr, tokens * (ithr + 1) / nthr);
+            for_tokens(tokens, [&](int64_t begin, int64_t end) {
+                kernel->residual_norm(outs[0].f32, norm, w.rows, begin, end);
             });
         }
         return true;
@@ -337,6 +334,7 @@ private:
         }
         if (tokens == 0) return true;
         std::vector<Step> steps;
+        steps.reserve(then_.size() + 1);
         size_t bytes = 0, results = 0;
         bool split = true;
         for (size_t s = 0; s <= then_.size(); ++s) {
@@ -402,16 +400,12 @@ private:
                        step.x4, t_begin, t_end);
         };
         if (split) {
-            const int64_t token_blocks = (padded + kMaxTile - 1) / kMaxTile;
-            ov::parallel_nt(0, [&](const int ithr, const int nthr) {
-                const int64_t first = token_blocks * ithr / nthr, last = token_blocks * (ithr + 1) / nthr;
-                if (first >= last) return;
-                const int64_t t_begin = first * kMaxTile, t_end = std::min(tokens, last * kMaxTile);
+            for_token_blocks(tokens, [&](int64_t t_begin, int64_t t_end, int64_t padded_end) {
                 for (size_t s = 0; s < steps.size(); ++s) {
                     const Step& step = steps[s];
                     pack(s, t_begin, t_end);
                     const Activations range{step.x4 + step.kernel->token_block_offset(t_begin, step.w->cols),
-                                            t_end - t_begin, std::min(padded, last * kMaxTile) - t_begin};
+                                            t_end - t_begin, padded_end - t_begin};
                     step.kernel->compute(*step.w, step.form, range, output_of(s, t_begin), 0, row_blocks(*step.w));
                     if (step.op->normed()) {
                         float* result = s + 1 == steps.size() ? y : step.f32;
@@ -426,14 +420,9 @@ private:
             if (!step.kernel->fills_layout) {
                 std::memset(step.x4, 0, step.kernel->activation_bytes(tokens, step.w->cols));
             }
-            ov::parallel_nt(0, [&](const int ithr, const int nthr) {  // ranges of whole kTokenAlign chunks
-                const int64_t chunks = padded / kTokenAlign;
-                const int64_t begin = std::min(tokens, chunks * ithr / nthr * kTokenAlign);
-                const int64_t end = std::min(tokens, chunks * (ithr + 1) / nthr * kTokenAlign);
-                if (begin < end) {
-                    pack_input(*step.kernel, input_of(s), tokens, step.w->cols, step.op->x_scale_,
-                               step.op->zero_point(), step.x4, begin, end);
-                }
+            for_token_chunks(tokens, [&](int64_t begin, int64_t end) {
+                pack_input(*step.kernel, input_of(s), tokens, step.w->cols, step.op->x_scale_, step.op->zero_point(),
+                           step.x4, begin, end);
             });
             const Activations a{step.x4, tokens, padded};
             const int64_t blocks = row_blocks(*step.w);
@@ -443,9 +432,8 @@ private:
             });
             if (step.op->normed()) {
                 float* result = s + 1 == steps.size() ? y : step.f32;
-                ov::parallel_nt(0, [&](const int ithr, const int nthr) {
-                    step.kernel->residual_norm(result, norm_of(s), step.w->rows, tokens * ithr / nthr,
-                                               tokens * (ithr + 1) / nthr);
+                for_tokens(tokens, [&](int64_t begin, int64_t end) {
+                    step.kernel->residual_norm(result, norm_of(s), step.w->rows, begin, end);
                 });
             }
         }
@@ -572,20 +560,42 @@ private:
         }
     }
 
+    // The ways the op spreads tokens over OpenVINO's threads (one fork/join each): f(t_begin, t_end, padded_end) on
+    // each thread's whole blocks of kMaxTile tokens (a kernel then runs the range as a layer of its own; padded_end:
+    // the range's end in the padded layout); f(begin, end) on whole kTokenAlign chunks (packing, whose ranges may
+    // not share a chunk); f(begin, end) on any split (row-wise passes).
+    template <typename F>
+    static void for_token_blocks(int64_t tokens, const F& f) {
+        const int64_t padded = padded_tokens(tokens);
+        const int64_t blocks = (padded + kMaxTile - 1) / kMaxTile;
+        ov::parallel_nt(0, [&](const int ithr, const int nthr) {
+            const int64_t first = blocks * ithr / nthr, last = blocks * (ithr + 1) / nthr;
+            if (first < last) f(first * kMaxTile, std::min(tokens, last * kMaxTile), std::min(padded, last * kMaxTile));
+        });
+    }
+    template <typename F>
+    static void for_token_chunks(int64_t tokens, const F& f) {
+        const int64_t chunks = padded_tokens(tokens) / kTokenAlign;
+        ov::parallel_nt(0, [&](const int ithr, const int nthr) {
+            const int64_t begin = std::min(tokens, chunks * ithr / nthr * kTokenAlign);
+            const int64_t end = std::min(tokens, chunks * (ithr + 1) / nthr * kTokenAlign);
+            if (begin < end) f(begin, end);
+        });
+    }
+    template <typename F>
+    static void for_tokens(int64_t tokens, const F& f) {
+        ov::parallel_nt(0, [&](const int ithr, const int nthr) { f(tokens * ithr / nthr, tokens * (ithr + 1) / nthr); });
+    }
+
     // Each thread quantizes and multiplies its own blocks of kMaxTile tokens, all output rows: one fork/join per
     // call instead of two (quantize, then multiply), and no thread waits for another's quantized tokens.
     // With a residual norm, each thread then normalizes its own tokens: it has all of their rows.
     void split_tokens(const Kernel& kernel, const PreparedWeights* form, const pofa_weights& w, const Input& x,
                       int64_t tokens, uint8_t* x4, const std::vector<Output>& outs, const ResidualNorm& norm) const {
-        const int64_t padded = padded_tokens(tokens);
-        const int64_t token_blocks = (padded + kMaxTile - 1) / kMaxTile;
-        ov::parallel_nt(0, [&](const int ithr, const int nthr) {
-            const int64_t first = token_blocks * ithr / nthr, last = token_blocks * (ithr + 1) / nthr;
-            if (first >= last) return;
-            const int64_t t_begin = first * kMaxTile, t_end = std::min(tokens, last * kMaxTile);
+        for_token_blocks(tokens, [&](int64_t t_begin, int64_t t_end, int64_t padded_end) {
             pack_input(kernel, x, tokens, w.cols, x_scale_, zero_point(), x4, t_begin, t_end);
             const Activations range{x4 + kernel.token_block_offset(t_begin, w.cols), t_end - t_begin,
-                                    std::min(padded, last * kMaxTile) - t_begin};
+                                    padded_end - t_begin};
             std::vector<Output> mine = outs;  // the range's tokens are tokens 0.. to the kernel
             for (Output& o : mine) o.token0 = t_begin;
             compute_rows(kernel, w, form, range, mine, 0, row_blocks(w));

@@ -58,6 +58,7 @@ class _Graph:
                     if attr.name == "value":
                         self.values[node.output[0]] = numpy_helper.to_array(attr.t)
         self.producer = {out: node for node in graph.node for out in node.output}
+        self.position = {id(node): i for i, node in enumerate(graph.node)}  # the graph's order as read
         self.consumers: dict[str, list[Any]] = {}
         for node in graph.node:
             for name in node.input:
@@ -299,10 +300,7 @@ def _match_linear(g: _Graph, matmul: Any) -> dict[str, Any] | None:
 def _written_before(g: _Graph, tensor: str, node: Any) -> bool:
     """Whether `tensor` is a graph input or made by a node before `node` (the op, put in its place, reads it)."""
     producer = g.producer.get(tensor)
-    if producer is None:
-        return True
-    nodes = list(g.graph.node)
-    return nodes.index(producer) < nodes.index(node)
+    return producer is None or g.position[id(producer)] < g.position[id(node)]
 
 
 def _merged(members: list[dict[str, Any]]) -> dict[str, Any]:
@@ -507,7 +505,7 @@ def _chains(
         first = next((i for i, grp in enumerate(groups) if len(grp) == 1 and g.resolve(grp[0]["x"]) == out), None)
         if first is None or first not in u8_into:
             continue
-        x_second = u8_into[first][0].removesuffix(".u8")
+        x_second = groups[first][0]["out"]  # what the first hands over (as u8) is the second's input
         second = next((i for i, grp in enumerate(groups) if len(grp) == 1 and g.resolve(grp[0]["x"]) == x_second), None)
         if second is None or groups[second][0]["norm"] is None or groups[second][0]["norm"].residual != out:
             continue
