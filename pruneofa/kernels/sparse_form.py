@@ -237,8 +237,9 @@ def _axis(node: Any) -> int:
     return next((a.i for a in node.attribute if a.name == "axis"), 1)
 
 
-def _match_linear(g: _Graph, matmul: Any) -> dict[str, Any] | None:
-    """The parts of one int8 Linear around `matmul`, or None when it is not one (e.g. attention's matmuls)."""
+def _match_linear(g: _Graph, matmul: Any, fuse: bool = True) -> dict[str, Any] | None:
+    """The parts of one int8 Linear around `matmul`, or None when it is not one (e.g. attention's matmuls); without
+    `fuse`, of the Linear, its bias and its GELU only."""
     dq_w = g.made_by(matmul.input[1], "DequantizeLinear")
     dq_x = g.made_by(matmul.input[0], "DequantizeLinear")
     q_x = g.made_by(dq_x.input[0], "QuantizeLinear") if dq_x is not None else None
@@ -265,10 +266,11 @@ def _match_linear(g: _Graph, matmul: Any) -> dict[str, Any] | None:
     activation, gelu = "none", _gelu_after(g, out_name)
     if gelu is not None:  # fused into the op's epilogue (OpenVINO fuses it into its FullyConnected likewise)
         out_name, activation = gelu[0], "gelu"
-    scale = _scale_after(g, out_name) if gelu is None else None
-    keys = _keys_transposed(g, out_name) if gelu is None else None
-    heads = _heads_after(g, out_name, rows) if gelu is None and keys is None else None
-    norm = _norm_after(g, out_name) if gelu is None and scale is None and keys is None else None
+    after = gelu is None and fuse  # what else follows the Linear that the op can take
+    scale = _scale_after(g, out_name) if after else None
+    keys = _keys_transposed(g, out_name) if after else None
+    heads = _heads_after(g, out_name, rows) if after and keys is None else None
+    norm = _norm_after(g, out_name) if after and scale is None and keys is None else None
     if norm is not None and (norm[0].gamma.size != rows or not _written_before(g, norm[0].residual, matmul)):
         norm = None
     if norm is not None:  # the op adds the residual and normalizes its rows: the Add and LayerNorm go
@@ -380,24 +382,27 @@ def _drop_what_the_op_took(graph: Any, member: dict[str, Any], transposed_keys: 
         transpose.output[0] = final  # the Mul's readers read the (already scaled) transpose
 
 
-def rewrite(proto: Any) -> Rewritten:
-    """Rewrite `proto` (a loaded QDQ ONNX model) in place; dead Q/DQ nodes and int8 initializers are dropped."""
+def rewrite(proto: Any, fuse: bool = True) -> Rewritten:
+    """Rewrite `proto` (a loaded QDQ ONNX model) in place; dead Q/DQ nodes and int8 initializers are dropped.
+    `fuse=False` writes the op's plain form: one op per Linear (GELU folded in), f32 in and out, nothing else
+    taken from the graph (the form onnxruntime's build of the op runs: benchmarks/onnxruntime_probe.py)."""
     from onnx import helper, numpy_helper
 
     g = _Graph(proto.graph)
-    matched = [p for p in (_match_linear(g, n) for n in proto.graph.node if n.op_type == "MatMul") if p is not None]
+    matmuls = (n for n in proto.graph.node if n.op_type == "MatMul")
+    matched = [p for p in (_match_linear(g, n, fuse) for n in matmuls) if p is not None]
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     by_input: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for i, parts in enumerate(matched):
         key = (g.resolve(parts["x"]), parts["x_scale"], parts["x_zero"], parts["activation"], parts["weight"].shape[1])
-        alone = opset < 13 or parts["norm"] is not None  # Split's sizes input: opset 13; a norm is one Linear's
+        alone = not fuse or opset < 13 or parts["norm"] is not None  # Split's sizes: opset 13; a norm is one Linear's
         by_input.setdefault((i,) if alone else key, []).append(parts)
     groups = list(by_input.values())
     # A Linear whose result only the next op reads (the FFN's first Linear, GELU fused, feeding its second) hands
     # it over quantized: u8 out, u8 in, one byte per value instead of four and no second quantizing pass.
     u8_into: dict[int, tuple[str, float, int]] = {}  # writer's group -> (u8 tensor, its scale, its zero point)
     handed: dict[str, str] = {}  # the float tensor -> its u8 form, for the reader
-    for reader in groups:
+    for reader in groups if fuse else []:
         x = g.resolve(reader[0]["x"])
         writer = next((i for i, w in enumerate(groups) if len(w) == 1 and w[0]["out"] == x), None)
         if writer is not None and _feeds_only(g, x, reader):
@@ -417,7 +422,7 @@ def rewrite(proto: Any) -> Rewritten:
         found = _context_in_heads(g, members[0]["x"], members[0]["weight"].shape[1], heads_of)
         if len(members) == 1 and found is not None and g.resolve(members[0]["x"]) not in handed:
             context[index] = found
-    chains = _chains(g, groups, u8_into, handed)
+    chains = _chains(g, groups, u8_into, handed) if fuse else {}
     chained = {k for stages in chains.values() for k in stages}
     ops = weight_bytes = dense_bytes = gelus = keys_written = norms = split_heads = chain_links = 0
     filled = total = 0

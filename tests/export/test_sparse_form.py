@@ -142,6 +142,43 @@ def test_rewrite_matches_the_qdq_model(tiny_exports: Path, tmp_path: Path) -> No
             np.testing.assert_allclose(got, reference, atol=0.05)
 
 
+def test_plain_form_is_one_op_per_linear_and_matches_the_qdq_model(tiny_exports: Path, tmp_path: Path) -> None:
+    """`fuse=False` (the form onnxruntime's build of the op runs, benchmarks/onnxruntime_probe.py): each Linear its
+    own op with f32 in and out and only its GELU folded in; the graph around it is the QDQ model's."""
+    import onnx
+    import openvino as ov
+    from onnx import helper
+
+    from pruneofa.kernels.sparse_form import rewrite
+
+    qdq = onnx.load(str(tiny_exports / "int8" / "model.onnx"))
+    proto = onnx.load(str(tiny_exports / "int8" / "model.onnx"))
+    facts = rewrite(proto, fuse=False)
+    sparse_nodes = [n for n in proto.graph.node if n.op_type == openvino_op.OP_TYPE]
+    assert facts.ops == facts.layers == len(sparse_nodes) > 0
+    assert facts.gelus_fused == len([n for n in qdq.graph.node if n.op_type == "Erf"]) > 0
+    taken = (facts.u8_handoffs, facts.scales_folded, facts.keys_transposed, facts.norms_fused, facts.heads_written)
+    assert taken == (0, 0, 0, 0, 0) and facts.context_in_heads == facts.chained == 0
+    allowed = {"rows", "cols", "x_scale", "x_zero_point", "activation"}
+    for node in sparse_nodes:
+        assert len(node.input) == 4 and len(node.output) == 1
+        assert {a.name for a in node.attribute} <= allowed, helper.printable_node(node)
+    for op_type in ("LayerNormalization", "Transpose"):  # what the fused form takes from the graph stays
+        assert len([n for n in proto.graph.node if n.op_type == op_type]) == len(
+            [n for n in qdq.graph.node if n.op_type == op_type]
+        )
+    path = tmp_path / "model.sparse-plain.onnx"
+    onnx.save(proto, str(path))
+    core = ov.Core()
+    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2}
+    feeds = _feeds(tiny_exports / "int8", 37, 5)
+    reference = core.compile_model(str(tiny_exports / "int8" / "model.onnx"), "CPU", config)(feeds)[0]
+    openvino_op.add_to(core)
+    got = core.compile_model(core.read_model(str(path)), "CPU", config)(feeds)[0]
+    assert (got.argmax(-1) == reference.argmax(-1)).mean() >= 0.98
+    np.testing.assert_allclose(got, reference, atol=0.05)
+
+
 def test_merged_linears_get_an_output_each_only_on_whole_row_blocks() -> None:
     """Query, key and value each get their own output of the op where no 16-row block straddles two of them;
     otherwise one output and a Split (any width still works)."""
