@@ -73,6 +73,24 @@ public:
         }
     }
 
+    // An error as onnxruntime's status (its message reaches the caller), not an exception across the C API.
+    OrtStatusPtr ComputeV2(OrtKernelContext* raw) {
+        return as_status([&] { Compute(raw); });
+    }
+
+    template <typename F>
+    static OrtStatusPtr as_status(const F& f) {
+        try {
+            f();
+            return nullptr;
+        } catch (const Ort::Exception& e) {
+            return Ort::GetApi().CreateStatus(e.GetOrtErrorCode(), e.what());
+        } catch (const std::exception& e) {
+            return Ort::GetApi().CreateStatus(ORT_FAIL, e.what());
+        }
+    }
+
+private:
     void Compute(OrtKernelContext* raw) {
         Ort::KernelContext context(raw);
         const int isa = resolve_isa(POFA_ISA_AUTO);
@@ -112,7 +130,6 @@ public:
         context.ParallelFor(&Work::row_pair, static_cast<size_t>((row_blocks(w) + 1) / 2), 0, &work);
     }
 
-private:
     struct Work {
         const SparseLinearKernel* op;
         const Kernel* kernel;
@@ -198,8 +215,10 @@ private:
     pofa_weights w_{};
 };
 
-struct SparseLinearOp : Ort::CustomOpBase<SparseLinearOp, SparseLinearKernel> {
-    void* CreateKernel(const OrtApi& /*api*/, const OrtKernelInfo* info) const { return new SparseLinearKernel(info); }
+struct SparseLinearOp : Ort::CustomOpBase<SparseLinearOp, SparseLinearKernel, /*WithStatus=*/true> {
+    OrtStatusPtr CreateKernelV2(const OrtApi& /*api*/, const OrtKernelInfo* info, void** kernel) const {
+        return SparseLinearKernel::as_status([&] { *kernel = new SparseLinearKernel(info); });
+    }
     const char* GetName() const { return kOpType; }
     size_t GetInputTypeCount() const { return 4; }
     ONNXTensorElementDataType GetInputType(size_t index) const {
