@@ -77,9 +77,10 @@ int run(const pofa_weights* w, const Input& x, int64_t tokens, float scale, int3
     if (tokens == 0 || w->rows == 0) return 0;
     const std::unique_ptr<PreparedWeights> prepared = kernel->prepare ? kernel->prepare(*w) : nullptr;
     const Kernel& k = kernel_for_form(*kernel, prepared.get());
-    std::vector<uint8_t> x4(k.activation_bytes(tokens, w->cols) + 64);
-    pack_input(k, x, tokens, w->cols, scale, zp, x4.data(), 0, tokens);  // x4 is zero-filled
-    const Activations a{x4.data(), tokens, padded_tokens(tokens)};
+    std::vector<uint8_t> buffer(k.activation_bytes(tokens, w->cols) + 128);  // zero-filled
+    uint8_t* x4 = align64(buffer.data());
+    pack_input(k, x, tokens, w->cols, scale, zp, x4, 0, tokens);
+    const Activations a{x4, tokens, padded_tokens(tokens)};
     parallel_rows(row_blocks(*w), threads, [&](int64_t b, int64_t e) { k.compute(*w, prepared.get(), a, out, b, e); });
     return 0;
 }

@@ -20,6 +20,15 @@ constexpr int kMaxTile = 64;     // widest token block a kernel computes at once
 // loads from L2 stall: 768x3072 at 128 tokens ran 2.5x faster chunked on the AVX-512 VNNI path).
 constexpr int64_t kChunkBytes = 24 * 1024;
 
+// `p` rounded up to a multiple of 64 bytes. Every activation layout starts on a cache line: the kernels load it
+// 64 bytes at a time (a 16-token group, an AMX tile row), and from a malloc'd buffer (16-byte aligned) each such
+// load straddled two lines: measured, one thread, 90% unstructured at 128 tokens, the AVX-512 VNNI rows form ran
+// 1.23-1.32x faster from an aligned layout (benchmarks: NOTES.md, issue 14, seventh session).
+template <typename T>
+inline T* align64(T* p) {
+    return reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
+}
+
 inline int64_t padded_tokens(int64_t tokens) { return (tokens + kTokenAlign - 1) / kTokenAlign * kTokenAlign; }
 inline int32_t col_groups(int32_t cols) { return (cols + 3) / 4; }
 inline int64_t row_blocks(const pofa_weights& w) { return (w.rows + kRowBlock - 1) / kRowBlock; }

@@ -184,7 +184,7 @@ void compute(const pofa_weights& w, const PreparedWeights* prepared, const Activ
     thread_local std::vector<int8_t> expanded;
     const size_t need = static_cast<size_t>(2 * p.kblocks) * kTileBytes + 64;
     if (expanded.size() < need) expanded.resize(need);
-    int8_t* b = reinterpret_cast<int8_t*>((reinterpret_cast<uintptr_t>(expanded.data()) + 63) & ~uintptr_t{63});
+    int8_t* b = align64(expanded.data());
     alignas(64) int32_t c[4 * 256];
     configure_tiles();
     for (int64_t rb = rb_begin; rb < rb_end; rb += 2) {

@@ -51,6 +51,24 @@ inline void row_sums(const pofa_weights& w, int32_t j, const int32_t end, const 
     for (int i = 0; i < R; ++i) _mm512_store_si512(out + 16 * i, _mm512_add_epi32(acc[0][i], acc[1][i]));
 }
 
+// The end of a row's groups below group g1 (its groups in the current K chunk), from `end` (the first of them) and
+// before `row_end`: 32 group numbers compared at once. (Measured, one thread, 90% unstructured at 128 tokens: the
+// scalar scan, one compare-and-branch per group, was a quarter of the kernel's time; this is 1.13-1.26x faster
+// per layer.) Group numbers ascend within a row, so the ones below g1 are a prefix of each 32.
+inline int32_t chunk_end(const uint16_t* groups, int32_t end, int32_t row_end, int32_t g1) {
+    if (g1 > 65535) return row_end;  // past every uint16 group number
+    const __m512i limit = _mm512_set1_epi16(static_cast<int16_t>(static_cast<uint16_t>(g1)));
+    while (end < row_end) {
+        const int32_t left = row_end - end;
+        const __mmask32 lanes = left >= 32 ? ~__mmask32{0} : static_cast<__mmask32>((1u << left) - 1u);
+        const __m512i g = _mm512_maskz_loadu_epi16(lanes, groups + end);  // no read past the row's last group
+        const int below = __builtin_popcount(_mm512_mask_cmplt_epu16_mask(lanes, g, limit));
+        end += below;
+        if (below < 32) break;
+    }
+    return end;
+}
+
 template <int R>
 void token_block(const pofa_weights& w, const Activations& a, const Output& o, int64_t rb_begin, int64_t rb_end,
                  int64_t t0) {
@@ -69,8 +87,7 @@ void token_block(const pofa_weights& w, const Activations& a, const Output& o, i
             const int32_t g1 = g0 + chunk;
             for (int r = 0; r < nrows; ++r) {
                 const int32_t row_end = w.row_ptr[n0 + r + 1];
-                int32_t end = cursor[r];
-                while (end < row_end && w.groups[end] < g1) ++end;  // groups of a row are in increasing order
+                const int32_t end = chunk_end(w.groups, cursor[r], row_end, g1);
                 row_sums<R>(w, cursor[r], end, base, group_stride, tile + r * kMaxTile, g0 == 0);
                 cursor[r] = end;
             }

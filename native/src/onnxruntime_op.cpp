@@ -117,9 +117,9 @@ private:
         Work work{this, &kernel, &w, form, Input{nullptr, x.GetTensorData<float>()}, tokens, out, nullptr};
         const size_t bytes = kernel.activation_bytes(tokens, w.cols) + 64;
         thread_local std::vector<uint8_t> scratch;  // the calling thread's, shared by the pool's workers
-        if (scratch.size() < bytes) scratch.resize(bytes);
-        if (!kernel.fills_layout) std::memset(scratch.data(), 0, bytes);
-        work.x4 = scratch.data();
+        if (scratch.size() < bytes + 64) scratch.resize(bytes + 64);
+        work.x4 = align64(scratch.data());
+        if (!kernel.fills_layout) std::memset(work.x4, 0, bytes);
         const int64_t padded = padded_tokens(tokens);
         if (kernel.token_block_offset != nullptr) {  // each unit: one block of kMaxTile tokens, all rows
             context.ParallelFor(&Work::token_block, static_cast<size_t>((padded + kMaxTile - 1) / kMaxTile), 0, &work);

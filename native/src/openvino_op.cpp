@@ -350,7 +350,7 @@ private:
         // The stages' results one after the other in the calling thread's second scratch, 64-byte aligned.
         thread_local std::vector<uint8_t> arena;
         if (arena.size() < results + 64) arena.resize(results + 64);
-        auto* at = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(arena.data()) + 63) & ~uintptr_t{63});
+        uint8_t* at = align64(arena.data());
         for (size_t s = 0; s + 1 < steps.size(); ++s) {
             const bool u8 = then_[s]->options_.u8_input != 0;
             if (u8) {
@@ -361,8 +361,7 @@ private:
             at += (static_cast<size_t>(tokens * steps[s].op->rows_) * (u8 ? 1 : 4) + 63) / 64 * 64;
         }
         float* y = outputs[0].data<float>();
-        uint8_t* layouts = scratch(bytes + 64, false);
-        layouts = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(layouts) + 63) & ~uintptr_t{63});
+        uint8_t* layouts = scratch(bytes, false);
         for (Step& step : steps) {
             step.x4 = layouts;
             layouts += (step.kernel->activation_bytes(tokens, step.w->cols) + 64 + 63) / 64 * 64;
@@ -604,12 +603,14 @@ private:
     }
 
     // This thread's scratch, kept between calls (a fresh vector of a few hundred KB is an mmap + page faults
-    // on every call), zeroed where the path's packing leaves the padding tokens and columns to the caller.
+    // on every call), 64-byte aligned (align64), zeroed where the path's packing leaves the padding tokens and
+    // columns to the caller.
     static uint8_t* scratch(size_t bytes, bool zeroed) {
         thread_local std::vector<uint8_t> buffer;
-        if (buffer.size() < bytes) buffer.resize(bytes);
-        if (zeroed) std::memset(buffer.data(), 0, bytes);
-        return buffer.data();
+        if (buffer.size() < bytes + 64) buffer.resize(bytes + 64);
+        uint8_t* aligned = align64(buffer.data());
+        if (zeroed) std::memset(aligned, 0, bytes);
+        return aligned;
     }
 
     // The packed bytes, copied once into aligned arrays (a Constant's buffer need not be aligned for int32).

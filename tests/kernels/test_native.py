@@ -93,7 +93,7 @@ def test_both_weight_forms_are_exact(  # type: ignore[no-untyped-def]
 
 @needs_kernel
 @pytest.mark.parametrize("isa", native.ISA_NAMES)
-def test_dense_and_empty_weights(isa: str) -> None:
+def test_dense_and_empty_weights(isa: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     if isa not in paths():
         pytest.skip(f"this CPU cannot run {isa}")
     rng = np.random.default_rng(1)
@@ -103,6 +103,14 @@ def test_dense_and_empty_weights(isa: str) -> None:
             native.gemm_s32(pack_groups(w), x, isa), x.astype(np.int64) @ w.T.astype(np.int64)
         )
     assert native.gemm_s32(pack_groups(np.ones((3, 8), np.int8)), np.zeros((0, 8), np.uint8), isa).shape == (0, 3)
+    # K = 3072 dense and half dense, in both weight forms of the AVX-512 paths: a row's groups in one K chunk run
+    # past 32 and end exactly on 32s (the rows form finds each chunk's groups 32 at a time)
+    x = rng.integers(0, 256, (70, 3072)).astype(np.uint8)
+    for form, zeros in (("rows", 0.0), ("rows", 0.5), ("blocks", 0.0)):
+        monkeypatch.setenv("PRUNEOFA_SPARSE_FORM", form)
+        w = sparse_int8(rng, 20, 3072, zeros)
+        expected = x.astype(np.int64) @ w.T.astype(np.int64)
+        np.testing.assert_array_equal(native.gemm_s32(pack_groups(w), x, isa), expected, err_msg=f"{form} {zeros}")
 
 
 def reference_linear(x, w, w_scale, bias, x_scale, zp):  # type: ignore[no-untyped-def]
