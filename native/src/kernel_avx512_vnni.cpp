@@ -12,6 +12,7 @@
 #include <immintrin.h>
 
 #include <cmath>
+#include <utility>
 #include <cstring>
 #include <vector>
 
@@ -69,9 +70,40 @@ inline int32_t chunk_end(const uint16_t* groups, int32_t end, int32_t row_end, i
     return end;
 }
 
+// Prefetches a byte range into L1 a few cache lines at a time: the next row block's weights while this one runs.
+// In a whole model a layer's weights come from L3 or memory, and a row block reads its 16 rows' groups as 16
+// separate streams, chunk by chunk, which the hardware prefetcher does not follow.
+class LinePrefetcher {
+public:
+    void add(const void* begin, const void* end) {
+        ranges_[count_++] = {static_cast<const char*>(begin), static_cast<const char*>(end)};
+    }
+    size_t lines() const {
+        size_t n = 0;
+        for (int i = 0; i < count_; ++i) n += (ranges_[i].second - ranges_[i].first + 63) / 64;
+        return n;
+    }
+    void step(size_t lines) {
+        for (; lines > 0 && next_ < count_; --lines) {
+            auto& [at, end] = ranges_[next_];
+            _mm_prefetch(at, _MM_HINT_T0);
+            at += 64;
+            if (at >= end) ++next_;
+        }
+    }
+
+private:
+    std::pair<const char*, const char*> ranges_[2];
+    int count_ = 0;
+    int next_ = 0;
+};
+
+// `prefetch`: fetch each next row block's weights ahead; for the first token block of a call only, as later ones
+// find the layer's weights in L2, where prefetches only cost (measured, idle A/B, BERT-base unstructured without
+// AMX: +5.5% at batch 1, +2% at batch 8; prefetching for every block: -2.5% at batch 8).
 template <int R>
 void token_block(const pofa_weights& w, const Activations& a, const Output& o, int64_t rb_begin, int64_t rb_end,
-                 int64_t t0) {
+                 int64_t t0, bool prefetch) {
     alignas(64) int32_t tile[kRowBlock * kMaxTile];
     const int ntok = static_cast<int>(std::min<int64_t>(16 * R, a.tokens - t0));
     const uint8_t* base = a.x4 + t0 * col_groups(w.cols) * 4;  // the block's own [groups][16R][4] bytes
@@ -83,9 +115,18 @@ void token_block(const pofa_weights& w, const Activations& a, const Output& o, i
         const int32_t n0 = static_cast<int32_t>(rb * kRowBlock);
         const int nrows = std::min(kRowBlock, w.rows - n0);
         for (int r = 0; r < nrows; ++r) cursor[r] = w.row_ptr[n0 + r];
+        LinePrefetcher ahead;  // the next row block's groups and values, spread over this block's rows and chunks
+        if (prefetch && rb + 1 < rb_end) {
+            const int32_t first = w.row_ptr[n0 + nrows], last = w.row_ptr[std::min(w.rows, n0 + 2 * kRowBlock)];
+            ahead.add(w.groups + first, w.groups + last);
+            ahead.add(w.values + first, w.values + last);
+        }
+        const int32_t steps = nrows * ((groups + chunk - 1) / chunk);
+        const size_t per_step = (ahead.lines() + static_cast<size_t>(steps) - 1) / static_cast<size_t>(steps);
         for (int32_t g0 = 0; g0 < groups; g0 += chunk) {
             const int32_t g1 = g0 + chunk;
             for (int r = 0; r < nrows; ++r) {
+                ahead.step(per_step);
                 const int32_t row_end = w.row_ptr[n0 + r + 1];
                 const int32_t end = chunk_end(w.groups, cursor[r], row_end, g1);
                 row_sums<R>(w, cursor[r], end, base, group_stride, tile + r * kMaxTile, g0 == 0);
@@ -180,10 +221,10 @@ void compute(const pofa_weights& w, const PreparedWeights* prepared, const Activ
     // One token block's activations (64 x K bytes) stay in L1/L2 while every row of the range is swept.
     for (int64_t t0 = 0; t0 < a.padded; t0 += kMaxTile) {
         switch (block_width(a.padded, t0) / 16) {
-            case 4: token_block<4>(w, a, o, rb_begin, rb_end, t0); break;
-            case 3: token_block<3>(w, a, o, rb_begin, rb_end, t0); break;
-            case 2: token_block<2>(w, a, o, rb_begin, rb_end, t0); break;
-            default: token_block<1>(w, a, o, rb_begin, rb_end, t0); break;
+            case 4: token_block<4>(w, a, o, rb_begin, rb_end, t0, t0 == 0); break;
+            case 3: token_block<3>(w, a, o, rb_begin, rb_end, t0, t0 == 0); break;
+            case 2: token_block<2>(w, a, o, rb_begin, rb_end, t0, t0 == 0); break;
+            default: token_block<1>(w, a, o, rb_begin, rb_end, t0, t0 == 0); break;
         }
     }
 }
