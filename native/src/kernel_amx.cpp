@@ -47,6 +47,10 @@ struct AmxWeights : PreparedWeights {
     int32_t nblocks = 0;
     std::vector<uint64_t> masks;  // [nblocks][kblocks][16]: bit 4n+j of row q <=> w[16nb+n, 64kb+4q+j] != 0
     std::vector<uint32_t> start;  // [nblocks * kblocks + 1]: offset of each tile's first non-zero in values
+    // [nblocks][kblocks][16]: offset of each tile row's first non-zero from its tile's, so that the 16 rows of a
+    // tile expand independently (found by a running popcount, each row's load waited for the row before; the
+    // popcounts were 16% of the op's samples: +2% BERT-base unstructured b1, idle A/B, 2.6 MB more at BERT-base).
+    std::vector<uint16_t> row_offset;
     std::vector<int8_t> values;   // the non-zero bytes, tile by tile, row by row, in bit order (+64 bytes slack)
 };
 
@@ -57,6 +61,7 @@ std::unique_ptr<PreparedWeights> prepare(const pofa_weights& w) {
     p->nblocks = (w.rows + kTileN - 1) / kTileN;
     const size_t tiles = static_cast<size_t>(p->nblocks) * static_cast<size_t>(p->kblocks);
     p->masks.assign(tiles * 16, 0);
+    p->row_offset.assign(tiles * 16, 0);
     p->start.assign(tiles + 1, 0);
     p->values.reserve(static_cast<size_t>(w.row_ptr[w.rows]) * 4 + 64);
     std::vector<int8_t> dense(static_cast<size_t>(p->kblocks) * kTileBytes);  // one output block, VNNI layout
@@ -73,6 +78,7 @@ std::unique_ptr<PreparedWeights> prepare(const pofa_weights& w) {
             const size_t tile = static_cast<size_t>(nb) * p->kblocks + kb;
             for (int q = 0; q < 16; ++q) {
                 const int8_t* bytes = &dense[static_cast<size_t>(kb) * kTileBytes + q * 64];
+                p->row_offset[tile * 16 + q] = static_cast<uint16_t>(p->values.size() - p->start[tile]);
                 uint64_t mask = 0;
                 for (int b = 0; b < 64; ++b) {
                     if (bytes[b] != 0) {
@@ -109,12 +115,15 @@ void configure_tiles() {
 // One output block's B tiles, all k-blocks, into `dst` (dense, 1 KB each).
 void expand_block(const AmxWeights& p, int32_t nb, int8_t* dst) {
     const size_t first = static_cast<size_t>(nb) * p.kblocks;
-    const uint64_t* masks = &p.masks[first * 16];
-    const int8_t* src = &p.values[p.start[first]];
-    for (int32_t i = 0; i < p.kblocks * 16; ++i) {
-        const uint64_t mask = masks[i];
-        _mm512_store_si512(dst + static_cast<size_t>(i) * 64, _mm512_maskz_expandloadu_epi8(mask, src));
-        src += _mm_popcnt_u64(mask);
+    for (int32_t kb = 0; kb < p.kblocks; ++kb) {
+        const size_t tile = first + static_cast<size_t>(kb);
+        const uint64_t* masks = &p.masks[tile * 16];
+        const uint16_t* offsets = &p.row_offset[tile * 16];
+        const int8_t* src = &p.values[p.start[tile]];
+        int8_t* out = dst + static_cast<size_t>(kb) * kTileBytes;
+        for (int q = 0; q < 16; ++q) {
+            _mm512_store_si512(out + q * 64, _mm512_maskz_expandloadu_epi8(masks[q], src + offsets[q]));
+        }
     }
 }
 
