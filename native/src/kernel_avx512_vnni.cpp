@@ -12,7 +12,6 @@
 #include <immintrin.h>
 
 #include <cmath>
-#include <utility>
 #include <cstring>
 #include <vector>
 
@@ -70,32 +69,38 @@ inline int32_t chunk_end(const uint16_t* groups, int32_t end, int32_t row_end, i
     return end;
 }
 
-// Prefetches a byte range into L1 a few cache lines at a time: the next row block's weights while this one runs.
+// Prefetches two byte ranges into L1 a few cache lines at a time: the next row block's groups and values while
+// this one runs.
 // In a whole model a layer's weights come from L3 or memory, and a row block reads its 16 rows' groups as 16
 // separate streams, chunk by chunk, which the hardware prefetcher does not follow.
 class LinePrefetcher {
 public:
-    void add(const void* begin, const void* end) {
-        ranges_[count_++] = {static_cast<const char*>(begin), static_cast<const char*>(end)};
-    }
-    size_t lines() const {
-        size_t n = 0;
-        for (int i = 0; i < count_; ++i) n += (ranges_[i].second - ranges_[i].first + 63) / 64;
-        return n;
-    }
+    LinePrefetcher() = default;
+    // Two ranges, fetched one after the other.
+    LinePrefetcher(const void* a, const void* a_end, const void* b, const void* b_end)
+        : at_(static_cast<const char*>(a)),
+          end_(static_cast<const char*>(a_end)),
+          next_(static_cast<const char*>(b)),
+          next_end_(static_cast<const char*>(b_end)) {}
+    size_t lines() const { return static_cast<size_t>((end_ - at_ + 63) / 64 + (next_end_ - next_ + 63) / 64); }
     void step(size_t lines) {
-        for (; lines > 0 && next_ < count_; --lines) {
-            auto& [at, end] = ranges_[next_];
-            _mm_prefetch(at, _MM_HINT_T0);
-            at += 64;
-            if (at >= end) ++next_;
+        for (; lines > 0; --lines) {
+            if (at_ >= end_) {
+                if (next_ >= next_end_) return;
+                at_ = next_;
+                end_ = next_end_;
+                next_ = next_end_;
+            }
+            _mm_prefetch(at_, _MM_HINT_T0);
+            at_ += 64;
         }
     }
 
 private:
-    std::pair<const char*, const char*> ranges_[2];
-    int count_ = 0;
-    int next_ = 0;
+    const char* at_ = nullptr;
+    const char* end_ = nullptr;
+    const char* next_ = nullptr;
+    const char* next_end_ = nullptr;
 };
 
 // `prefetch`: fetch each next row block's weights ahead; for the first token block of a call only, as later ones
@@ -118,8 +123,7 @@ void token_block(const pofa_weights& w, const Activations& a, const Output& o, i
         LinePrefetcher ahead;  // the next row block's groups and values, spread over this block's rows and chunks
         if (prefetch && rb + 1 < rb_end) {
             const int32_t first = w.row_ptr[n0 + nrows], last = w.row_ptr[std::min(w.rows, n0 + 2 * kRowBlock)];
-            ahead.add(w.groups + first, w.groups + last);
-            ahead.add(w.values + first, w.values + last);
+            ahead = LinePrefetcher(w.groups + first, w.groups + last, w.values + first, w.values + last);
         }
         const int32_t steps = nrows * ((groups + chunk - 1) / chunk);
         const size_t per_step = (ahead.lines() + static_cast<size_t>(steps) - 1) / static_cast<size_t>(steps);
