@@ -35,7 +35,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_shapes import build_exports
-from sparse_model import compiled, feeds
+from sparse_model import compiled, dense_model, feeds, seq_per_s
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 parser.add_argument("--library", type=Path, required=True, help="libpruneofa_onnxruntime.so (see above)")
@@ -118,8 +117,7 @@ def main() -> int:
         print(f"{shape}: plain form {sparse_file(qdq, plain, False)}; fused {sparse_file(qdq, fused, True)}")
         core = ov.Core()
         openvino_op.add_to(core)
-        ir = root / "fp32" / "openvino_model.xml"
-        dense = ir if ir.is_file() else root / "fp32" / "model.onnx"
+        dense = dense_model(root)
         for batch in args.batch_sizes:
             inputs = feeds(root / "int8", batch, args.seq_len)
             runners: dict[str, Any] = {
@@ -141,13 +139,7 @@ def main() -> int:
             names = list(runners)
             for r in range(args.rounds):
                 for name in names[r % len(names) :] + names[: r % len(names)]:
-                    runner = runners[name]
-                    runner.infer(inputs)
-                    count, start = 0, time.perf_counter()
-                    while time.perf_counter() - start < args.seconds or count < 3:
-                        runner.infer(inputs)
-                        count += 1
-                    samples[name].append(batch * count / (time.perf_counter() - start))
+                    samples[name].append(seq_per_s(runners[name].infer, inputs, args.seconds))
             seq_s = {name: statistics.median(v) for name, v in samples.items()}
             print(f"{'shape':>9} {'batch':>5} {'variant':>16} {'seq/s':>8} {'vs ov-default':>14}")
             for name, value in seq_s.items():

@@ -27,6 +27,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,23 @@ def feeds(folder: Path, batch: int, seq_len: int) -> dict[str, np.ndarray]:
 
     names = ["input_ids", "attention_mask", "token_type_ids"]
     return token_batches(folder, dev_texts(None), seq_len, batch, 1, names)[0]
+
+
+def dense_model(root: Path) -> Path:
+    """bench_shapes.py's dense FP32 export under `root`: its OpenVINO IR, or the ONNX file where there is none."""
+    ir = root / "fp32" / "openvino_model.xml"
+    return ir if ir.is_file() else root / "fp32" / "model.onnx"
+
+
+def seq_per_s(infer: Callable[[Any], Any], inputs: dict[str, np.ndarray], seconds: float) -> float:
+    """Sequences a second of `infer(inputs)`: one warm-up call, then calls for at least `seconds` and 3 calls."""
+    batch = len(next(iter(inputs.values())))
+    infer(inputs)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or count < 3:
+        infer(inputs)
+        count += 1
+    return batch * count / (time.perf_counter() - start)
 
 
 def compiled(
@@ -161,8 +179,7 @@ def main() -> int:
         print(f"{shape}: {facts.layers} Linears in {facts.ops} sparse ops, group fill {facts.group_fill:.3f}")
         core = ov.Core()
         openvino_op.add_to(core)
-        ir = root / "fp32" / "openvino_model.xml"
-        dense = ir if ir.is_file() else root / "fp32" / "model.onnx"
+        dense = dense_model(root)
         for batch in args.batch_sizes:
             inputs = feeds(root / "int8", batch, args.seq_len)
             shape_of = {name: list(value.shape) for name, value in inputs.items()} if args.static else None
@@ -199,12 +216,7 @@ def main() -> int:
                         continue
                     if isa:
                         os.environ[native.ISA_ENV] = isa
-                    request.infer(inputs)
-                    count, start = 0, time.perf_counter()
-                    while time.perf_counter() - start < args.seconds or count < 3:
-                        request.infer(inputs)
-                        count += 1
-                    samples[name].append(batch * count / (time.perf_counter() - start))
+                    samples[name].append(seq_per_s(request.infer, inputs, args.seconds))
                     os.environ.pop(native.ISA_ENV, None)
             for peer in peers.values():
                 peer.close()
