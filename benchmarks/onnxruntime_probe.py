@@ -19,7 +19,10 @@ agreement): a probe that times a wrong library is worse than none.
 onnxruntime's wheel has no C API header, so the library is built here from Debian's libonnxruntime-dev headers
 (any version >= 1.16: the API table is versioned, and the library asks for the header's version):
 
-    apt-get download libonnxruntime-dev            # Debian 13 (trixie) and later
+    apt-get download libonnxruntime-dev            # Debian 13 (trixie) and later; on Debian 12 (bookworm),
+    #   from trixie's list without changing the system's: a sources file for trixie in /tmp/trixie/sources.list.d,
+    #   then apt-get -o Dir::Etc::sourcelist=/dev/null -o Dir::Etc::sourceparts=/tmp/trixie/sources.list.d
+    #   -o Dir::State::Lists=/tmp/trixie/lists update (and the same options on `download`)
     dpkg-deb -x libonnxruntime-dev_*.deb /tmp/ortdev
     OV=$(.venv/bin/python -c "import openvino, pathlib; print(pathlib.Path(openvino.__file__).parent / 'cmake')")
     cmake -S native -B /tmp/nb -G Ninja -DCMAKE_BUILD_TYPE=Release -DOpenVINO_DIR=$OV \\
