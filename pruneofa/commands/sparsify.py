@@ -100,7 +100,7 @@ def sparsify(
             help="... and M consecutive output features with them (blocks of M x N): 1 = rows apart; 16 with "
             "--block 4 lets the sparse kernel skip whole blocks of 16 outputs: measured at 90%, BERT-base b1 "
             "2.2-2.4x the best dense engine with AMX and 8.5x without (unstructured: 1.5x, 3.4x), for ~1.2 "
-            "points more accuracy drop at the demo budget (NOTES.md, issue 14).",
+            "points more accuracy drop (demo budget and full split; NOTES.md, issue 14).",
         ),
     ] = 1,
     steps: Annotated[int, opt("--steps", help="gradual, task: optimizer steps in all.")] = 600,
