@@ -17,12 +17,12 @@
 #undef ORT_API_MANUAL_INIT
 
 #include <array>
-#include <cstring>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "kernel.hpp"
+#include "packed_layer.hpp"
 
 namespace pofa {
 namespace {
@@ -101,8 +101,9 @@ private:
         }
         const Ort::ConstValue x = context.GetInput(0);
         const Ort::ConstValue packed = context.GetInput(1);
-        const pofa_weights& w = weights(packed.GetTensorData<uint8_t>(), packed.GetTensorTypeAndShapeInfo().GetElementCount());
-        const PreparedWeights* form = prepared_form(*path, isa, w);
+        const pofa_weights& w = layer_.weights(packed.GetTensorData<uint8_t>(),
+                                               packed.GetTensorTypeAndShapeInfo().GetElementCount(), rows_, cols_);
+        const PreparedWeights* form = layer_.form(*path, isa, w);
         const Kernel& kernel = kernel_for_form(*path, form);
         std::vector<int64_t> shape = x.GetTensorTypeAndShapeInfo().GetShape();
         if (shape.empty() || shape.back() != cols_) {
@@ -115,11 +116,8 @@ private:
         Output out{nullptr, y.GetTensorMutableData<float>(), context.GetInput(2).GetTensorData<float>(),
                    context.GetInput(3).GetTensorData<float>(), static_cast<int>(activation_)};
         Work work{this, &kernel, &w, form, Input{nullptr, x.GetTensorData<float>()}, tokens, out, nullptr};
-        const size_t bytes = kernel.activation_bytes(tokens, w.cols) + 64;
-        thread_local std::vector<uint8_t> scratch;  // the calling thread's, shared by the pool's workers
-        if (scratch.size() < bytes + 64) scratch.resize(bytes + 64);
-        work.x4 = align64(scratch.data());
-        if (!kernel.fills_layout) std::memset(work.x4, 0, bytes);
+        // The calling thread's scratch, shared by the pool's workers.
+        work.x4 = thread_scratch(kernel.activation_bytes(tokens, w.cols) + 64, !kernel.fills_layout);
         const int64_t padded = padded_tokens(tokens);
         if (kernel.token_block_offset != nullptr) {  // each unit: one block of kMaxTile tokens, all rows
             context.ParallelFor(&Work::token_block, static_cast<size_t>((padded + kMaxTile - 1) / kMaxTile), 0, &work);
@@ -168,51 +166,12 @@ private:
         }
     };
 
-    // The packed bytes (row_ptr int32 [rows + 1] | values int32 [G] | groups uint16 [G]) as aligned arrays, once.
-    const pofa_weights& weights(const uint8_t* bytes, size_t size) {
-        std::call_once(once_, [&] {
-            const size_t ptr_bytes = static_cast<size_t>(rows_ + 1) * 4;
-            if (size < ptr_bytes) throw Ort::Exception("pruneofa SparseInt8Linear: packed weights truncated", ORT_FAIL);
-            row_ptr_.resize(static_cast<size_t>(rows_ + 1));
-            std::memcpy(row_ptr_.data(), bytes, ptr_bytes);
-            const auto groups = static_cast<size_t>(row_ptr_.back());
-            if (size != ptr_bytes + groups * 6) {
-                throw Ort::Exception("pruneofa SparseInt8Linear: packed weights have the wrong size", ORT_FAIL);
-            }
-            values_.resize(groups);
-            groups_.resize(groups);
-            std::memcpy(values_.data(), bytes + ptr_bytes, groups * 4);
-            std::memcpy(groups_.data(), bytes + ptr_bytes + groups * 4, groups * 2);
-            w_ = pofa_weights{static_cast<int32_t>(rows_), static_cast<int32_t>(cols_), row_ptr_.data(),
-                              groups_.data(), values_.data()};
-            if (!valid_weights(w_)) throw Ort::Exception("pruneofa SparseInt8Linear: malformed weights", ORT_FAIL);
-        });
-        return w_;
-    }
-
-    const PreparedWeights* prepared_form(const Kernel& kernel, int isa, const pofa_weights& w) {
-        if (kernel.prepare == nullptr) return nullptr;
-        auto& slot = forms_[static_cast<size_t>(isa)];
-        std::call_once(slot.once, [&] { slot.form = kernel.prepare(w); });
-        return slot.form.get();
-    }
-
-    struct Form {
-        std::once_flag once;
-        std::unique_ptr<PreparedWeights> form;
-    };
-
     int64_t rows_ = 0;
     int64_t cols_ = 0;
     float x_scale_ = 1.0f;
     int32_t x_zero_point_ = 0;
     int64_t activation_ = POFA_ACT_NONE;
-    std::once_flag once_;
-    std::array<Form, POFA_ISA_COUNT> forms_;
-    std::vector<int32_t> row_ptr_;
-    std::vector<int32_t> values_;
-    std::vector<uint16_t> groups_;
-    pofa_weights w_{};
+    PackedLayer layer_;
 };
 
 struct SparseLinearOp : Ort::CustomOpBase<SparseLinearOp, SparseLinearKernel, /*WithStatus=*/true> {

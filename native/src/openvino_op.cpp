@@ -44,9 +44,7 @@
 // 4 inputs, 4.6 with 1 (MiniLM +7.8% at batch 1). An OpenVINO IR saved from such a model would not carry the held
 // constants: read model.sparse.onnx instead (pruneofa never writes the op to IR).
 #include <algorithm>
-#include <array>
 #include <cstring>
-#include <mutex>
 #include <openvino/core/extension.hpp>
 #include <openvino/core/op_extension.hpp>
 #include <openvino/core/parallel.hpp>
@@ -58,6 +56,7 @@
 #include <vector>
 
 #include "kernel.hpp"
+#include "packed_layer.hpp"
 
 #ifndef POFA_OPENVINO_BUILD_VERSION
 #define POFA_OPENVINO_BUILD_VERSION "unknown"
@@ -282,7 +281,7 @@ public:
         const int64_t blocks = row_blocks(w);
         // Quantized once, token ranges in parallel, then shared by every thread's rows. (Measured, idle, amx path:
         // each thread quantizing the whole input itself to save this fork/join was 5% slower at batch 1.)
-        uint8_t* x4 = scratch(bytes, !kernel->fills_layout);  // the calling (stream) thread's, shared by the workers
+        uint8_t* x4 = thread_scratch(bytes, !kernel->fills_layout);  // the calling (stream) thread's, shared by the workers
         if (kernel->token_block_offset != nullptr) {
             split_tokens(*kernel, form, w, x, tokens, x4, outs, norm);
             return true;
@@ -361,7 +360,7 @@ private:
             at += (static_cast<size_t>(tokens * steps[s].op->rows_) * (u8 ? 1 : 4) + 63) / 64 * 64;
         }
         float* y = outputs[0].data<float>();
-        uint8_t* layouts = scratch(bytes, false);
+        uint8_t* layouts = thread_scratch(bytes, false);
         for (Step& step : steps) {
             step.x4 = layouts;
             layouts += (step.kernel->activation_bytes(tokens, step.w->cols) + 64 + 63) / 64 * 64;
@@ -602,67 +601,15 @@ private:
         });
     }
 
-    // This thread's scratch, kept between calls (a fresh vector of a few hundred KB is an mmap + page faults
-    // on every call), 64-byte aligned (align64), zeroed where the path's packing leaves the padding tokens and
-    // columns to the caller.
-    static uint8_t* scratch(size_t bytes, bool zeroed) {
-        thread_local std::vector<uint8_t> buffer;
-        if (buffer.size() < bytes + 64) buffer.resize(bytes + 64);
-        uint8_t* aligned = align64(buffer.data());
-        if (zeroed) std::memset(aligned, 0, bytes);
-        return aligned;
-    }
-
-    // The packed bytes, copied once into aligned arrays (a Constant's buffer need not be aligned for int32).
+    // The packed weights (input or held constant 1) as pofa_weights, read once per layer.
     const pofa_weights& weights(const Bytes& packed) const {
-        std::call_once(prepared_->once, [&] {
-            const auto* bytes = static_cast<const uint8_t*>(packed.data);
-            const size_t size = packed.size;
-            const size_t ptr_bytes = static_cast<size_t>(rows_ + 1) * 4;
-            if (size < ptr_bytes) throw std::runtime_error("pruneofa SparseInt8Linear: packed weights truncated");
-            prepared_->row_ptr.resize(static_cast<size_t>(rows_ + 1));
-            std::memcpy(prepared_->row_ptr.data(), bytes, ptr_bytes);
-            const auto groups = static_cast<size_t>(prepared_->row_ptr.back());
-            if (size != ptr_bytes + groups * 6) {
-                throw std::runtime_error("pruneofa SparseInt8Linear: packed weights have " + std::to_string(size) +
-                                         " bytes, expected " + std::to_string(ptr_bytes + groups * 6));
-            }
-            prepared_->values.resize(groups);
-            prepared_->groups.resize(groups);
-            std::memcpy(prepared_->values.data(), bytes + ptr_bytes, groups * 4);
-            std::memcpy(prepared_->groups.data(), bytes + ptr_bytes + groups * 4, groups * 2);
-            prepared_->w = pofa_weights{static_cast<int32_t>(rows_), static_cast<int32_t>(cols_),
-                                        prepared_->row_ptr.data(), prepared_->groups.data(),
-                                        prepared_->values.data()};
-            if (!valid_weights(prepared_->w)) {
-                throw std::runtime_error("pruneofa SparseInt8Linear: packed weights are malformed (row offsets or "
-                                         "group numbers out of order); re-export the model");
-            }
-        });
-        return prepared_->w;
+        return prepared_->weights(packed.data, packed.size, rows_, cols_);
     }
 
     // The path's own form of the weights (AMX: compressed tiles), built on the path's first call.
     const PreparedWeights* prepared_form(const Kernel& kernel, int isa, const pofa_weights& w) const {
-        if (kernel.prepare == nullptr) return nullptr;
-        auto& slot = prepared_->forms[static_cast<size_t>(isa)];
-        std::call_once(slot.once, [&] { slot.form = kernel.prepare(w); });
-        return slot.form.get();
+        return prepared_->form(kernel, isa, w);
     }
-
-    struct Form {
-        std::once_flag once;
-        std::unique_ptr<PreparedWeights> form;
-    };
-
-    struct Prepared {
-        std::once_flag once;
-        std::array<Form, POFA_ISA_COUNT> forms;
-        std::vector<int32_t> row_ptr;
-        std::vector<int32_t> values;
-        std::vector<uint16_t> groups;
-        pofa_weights w{};
-    };
 
     int64_t rows_ = 0;
     int64_t cols_ = 0;
@@ -671,7 +618,7 @@ private:
     Options options_;
     std::shared_ptr<const Held> held_;
     Stages then_;  // a chain's further stages (their own layers, held constants and prepared forms)
-    std::shared_ptr<Prepared> prepared_ = std::make_shared<Prepared>();
+    std::shared_ptr<PackedLayer> prepared_ = std::make_shared<PackedLayer>();
 };
 
 }  // namespace pofa

@@ -55,60 +55,64 @@ inline void store_transposed(const Output& o, const __m512* y, int32_t rows, int
     }
 }
 
-// The tile (16 rows x ntok tokens, row stride kMaxTile) into the row-major output, 16 tokens at a time: their 16
-// rows are loaded and transposed in registers (transpose16), so each token's 16 outputs are one vector. (A gather
-// per token did the same with 16 loads each: the epilogue was 10% of BERT-base's time without AMX, measured.)
+// o's epilogue constants for its 16 outputs n0.. (nrows of them, the lanes of `mask`): scale, offset and the u8
+// quantizer, set up once per block of outputs and used for all its tokens.
+struct RowEpilogue {
+    RowEpilogue(const Output& o, int32_t n0, int rows_here)
+        : nrows(rows_here),
+          mask(static_cast<__mmask16>((1u << rows_here) - 1u)),
+          mult(o.mult != nullptr ? _mm512_maskz_loadu_ps(mask, o.mult + n0) : _mm512_setzero_ps()),
+          offset(o.mult != nullptr ? _mm512_maskz_loadu_ps(mask, o.offset + n0) : _mm512_setzero_ps()),
+          quantize(output_quantizer(o)) {}
+    int nrows;
+    __mmask16 mask;
+    __m512 mult;
+    __m512 offset;
+    Quantizer16 quantize;
+};
+
+// Tokens t0..t0+count-1 (count <= 16), sums(t) giving token t0 + t's int32 sums of outputs n0.., into the
+// output: as they are (s32), or scaled, offset, activated and stored as f32 / u8, per-head or transposed. (`sums`
+// reads them where they are: copying a C tile's rows into an array first cost 3% of BERT-base b1 with AMX.)
+template <typename Sums>
+inline void store_tokens(const Sums& sums, int count, const Output& o, const RowEpilogue& e, int32_t rows,
+                         int32_t n0, int64_t t0) {
+    if (o.mult == nullptr) {
+        for (int t = 0; t < count; ++t) {
+            _mm512_mask_storeu_epi32(o.s32 + output_index(o, t0 + t, n0, rows), e.mask, sums(t));
+        }
+        return;
+    }
+    const TokenRun run = o.seq == 0 ? token_run(o, t0, count, n0, rows) : TokenRun{-1, 0};
+    __m512 y[16];
+    for (int t = 0; t < count; ++t) {
+        y[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums(t)), e.mult, e.offset);
+        if (o.activation == POFA_ACT_GELU) y[t] = gelu16(y[t]);
+        if (o.seq == 0) store16(o, e.quantize, run_index(o, run, t0, t, n0, rows), e.mask, y[t]);
+    }
+    if (o.seq > 0) store_transposed(o, y, rows, n0, e.nrows, t0, count);
+}
+
+// The tile (16 rows x ntok tokens, row stride kMaxTile) into the output, 16 tokens at a time: their 16 rows are
+// loaded and transposed in registers (transpose16), so each token's 16 outputs are one vector. (A gather per token
+// did the same with 16 loads each: the epilogue was 10% of BERT-base's time without AMX, measured.)
 inline void store_tile_avx512(const int32_t* tile, int32_t rows, int32_t n0, int nrows, int64_t t0, int ntok,
                               const Output& o) {
-    const __mmask16 mask = static_cast<__mmask16>((1u << nrows) - 1u);
-    const bool scaled = o.mult != nullptr;
-    const __m512 mult = scaled ? _mm512_maskz_loadu_ps(mask, o.mult + n0) : _mm512_setzero_ps();
-    const __m512 offset = scaled ? _mm512_maskz_loadu_ps(mask, o.offset + n0) : _mm512_setzero_ps();
-    const Quantizer16 quantize = output_quantizer(o);
+    const RowEpilogue epilogue(o, n0, nrows);
     for (int c0 = 0; c0 < ntok; c0 += 16) {
-        const int count = std::min(16, ntok - c0);
         __m512i r[16];
         for (int n = 0; n < 16; ++n) {
             r[n] = n < nrows ? _mm512_load_si512(tile + n * kMaxTile + c0) : _mm512_setzero_si512();
         }
         transpose16(r);  // r[t]: token c0 + t's 16 rows
-        if (!scaled) {
-            for (int t = 0; t < count; ++t) {
-                _mm512_mask_storeu_epi32(o.s32 + output_index(o, t0 + c0 + t, n0, rows), mask, r[t]);
-            }
-            continue;
-        }
-        const TokenRun run = o.seq == 0 ? token_run(o, t0 + c0, count, n0, rows) : TokenRun{-1, 0};
-        __m512 y[16];
-        for (int t = 0; t < count; ++t) {
-            y[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(r[t]), mult, offset);
-            if (o.activation == POFA_ACT_GELU) y[t] = gelu16(y[t]);
-            if (o.seq == 0) store16(o, quantize, run_index(o, run, t0 + c0, t, n0, rows), mask, y[t]);
-        }
-        if (o.seq > 0) store_transposed(o, y, rows, n0, nrows, t0 + c0, count);
+        store_tokens([&r](int t) { return r[t]; }, std::min(16, ntok - c0), o, epilogue, rows, n0, t0 + c0);
     }
 }
 
 // c[t][16] (16 outputs n0.. of tokens t0..t0+ntok <= 16, row stride 16 int32) into the output.
 inline void store_rows_avx512(const int32_t* c, const Output& o, int32_t rows, int32_t n0, int64_t t0, int ntok) {
-    const __mmask16 mask = static_cast<__mmask16>((1u << std::min(16, rows - n0)) - 1u);
-    if (o.mult == nullptr) {
-        for (int t = 0; t < ntok; ++t) {
-            _mm512_mask_storeu_epi32(o.s32 + output_index(o, t0 + t, n0, rows), mask, _mm512_load_si512(c + 16 * t));
-        }
-        return;
-    }
-    const __m512 mult = _mm512_maskz_loadu_ps(mask, o.mult + n0);
-    const __m512 offset = _mm512_maskz_loadu_ps(mask, o.offset + n0);
-    const Quantizer16 quantize = output_quantizer(o);
-    const TokenRun run = o.seq == 0 ? token_run(o, t0, ntok, n0, rows) : TokenRun{-1, 0};
-    __m512 y[16];  // ntok <= 16
-    for (int t = 0; t < ntok; ++t) {
-        y[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(c + 16 * t)), mult, offset);
-        if (o.activation == POFA_ACT_GELU) y[t] = gelu16(y[t]);
-        if (o.seq == 0) store16(o, quantize, run_index(o, run, t0, t, n0, rows), mask, y[t]);
-    }
-    if (o.seq > 0) store_transposed(o, y, rows, n0, std::min(16, rows - n0), t0, ntok);
+    const auto sums = [c](int t) { return _mm512_load_si512(c + 16 * t); };
+    store_tokens(sums, ntok, o, RowEpilogue(o, n0, std::min(16, rows - n0)), rows, n0, t0);
 }
 
 }  // namespace pofa

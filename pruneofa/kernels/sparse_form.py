@@ -402,10 +402,10 @@ def rewrite(proto: Any, fuse: bool = True) -> Rewritten:
     # it over quantized: u8 out, u8 in, one byte per value instead of four and no second quantizing pass.
     u8_into: dict[int, tuple[str, float, int]] = {}  # writer's group -> (u8 tensor, its scale, its zero point)
     handed: dict[str, str] = {}  # the float tensor -> its u8 form, for the reader
-    for reader in groups if fuse else []:
+    for reader in groups:
         x = g.resolve(reader[0]["x"])
         writer = next((i for i, w in enumerate(groups) if len(w) == 1 and w[0]["out"] == x), None)
-        if writer is not None and _feeds_only(g, x, reader):
+        if fuse and writer is not None and _feeds_only(g, x, reader):
             u8_into[writer] = (f"{x}.u8", reader[0]["x_scale"], reader[0]["x_zero"])
             handed[x] = f"{x}.u8"
     # Values written split into heads (-> H), and the op reading attention's context made from one of them, which
