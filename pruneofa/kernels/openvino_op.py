@@ -50,10 +50,14 @@ def availability() -> Availability:
 
 
 def add_to(core: Any) -> None:
-    """Register the op with an `openvino.Core` (before read_model of a model that uses it)."""
+    """Register the op with an `openvino.Core` (before read_model of a model that uses it). A $PRUNEOFA_SPARSE_ISA
+    this CPU cannot run is refused here, by name, rather than by the op's first inference (an OpenVINO error)."""
+    from pruneofa.kernels import native
+
     state = availability()
     if not state.ok:
         raise PruneofaError(f"the sparse OpenVINO engine is unavailable: {state.reason}")
+    native.selected_isa()
     core.add_extension(str(OPENVINO_LIBRARY))
 
 

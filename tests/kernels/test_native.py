@@ -272,6 +272,15 @@ def _in_subprocess(code: str, isa: str) -> subprocess.CompletedProcess[str]:
 
 
 @needs_kernel
+@pytest.mark.skipif(not openvino_op.availability().ok, reason=openvino_op.availability().reason)
+def test_openvino_engine_refuses_a_path_override_this_cpu_cannot_run(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import openvino as ov
+
+    monkeypatch.setenv(native.ISA_ENV, "avx9")
+    with pytest.raises(PruneofaError, match=r"\$PRUNEOFA_SPARSE_ISA='avx9': not a path this CPU can run; use one of"):
+        openvino_op.add_to(ov.Core())
+
+
 def test_env_override_forces_a_path() -> None:
     code = "from pruneofa.kernels import native; print(native.selected_isa())"
     for isa in paths():
